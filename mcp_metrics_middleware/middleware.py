@@ -1,0 +1,787 @@
+"""The ASGI middleware: the only module that knows ASGI.
+
+It taps ``receive`` and ``send`` on the MCP path. Every message is handed on unchanged and at
+once; the middleware looks at the same bytes afterwards, within a size cap, and never lets a
+decoding problem reach the app or the client.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from mcp_metrics_middleware._types import ASGIApp, Message, Receive, Scope, Send
+from mcp_metrics_middleware.config import (
+    CALLER_ERROR_CODES,
+    CANCELLED_CODE,
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_PARKED,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_PARKED_TIMEOUT,
+    DEFAULT_SESSION_IDLE_TIMEOUT,
+    OTHER,
+)
+from mcp_metrics_middleware.exposition import MetricsEndpoint
+from mcp_metrics_middleware.jsonrpc import (
+    ERROR,
+    NOTIFICATION,
+    REQUEST,
+    RESPONSE,
+    JSONRPCMessage,
+    decode,
+    id_key,
+)
+from mcp_metrics_middleware.metrics import MCPMetrics
+from mcp_metrics_middleware.sse import SSEDecoder
+
+_JSON, _SSE, _OTHER_BODY = 1, 2, 3
+_ANY = object()  # pending key of an operation known only from the mcp-method header
+
+
+class _Operation:
+    """One JSON-RPC request or notification the client sent, until it is answered."""
+
+    __slots__ = ("method", "method_label", "name", "start", "version", "size", "gauge", "done")
+
+    def __init__(
+        self,
+        method: str,
+        method_label: str,
+        name: str | None,
+        start: float,
+        version: str,
+        size: int,
+        gauge: Any,
+    ) -> None:
+        self.method = method
+        self.method_label = method_label
+        self.name = name
+        self.start = start
+        self.version = version
+        self.size = size
+        self.gauge = gauge
+        self.done = False
+
+
+class _Sessions:
+    """Legacy-era sessions: id -> (start, protocol version), bounded in count and idle time."""
+
+    def __init__(self, metrics: MCPMetrics, idle_timeout: float, max_sessions: int) -> None:
+        self.metrics = metrics
+        self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
+        # id -> [start, last_seen, version]; ordered by last_seen.
+        self.table: OrderedDict[str, list[Any]] = OrderedDict()
+
+    def start(self, session_id: str, now: float) -> None:
+        if session_id in self.table:
+            return
+        while len(self.table) >= self.max_sessions:
+            old_id = next(iter(self.table))
+            self.end(old_id, now)
+        self.table[session_id] = [now, now, ""]
+        self.metrics.session_started()
+
+    def set_version(self, session_id: str, version: str) -> None:
+        entry = self.table.get(session_id)
+        if entry is not None:
+            entry[2] = version
+
+    def touch(self, session_id: str, now: float) -> None:
+        entry = self.table.get(session_id)
+        if entry is not None:
+            entry[1] = now
+            self.table.move_to_end(session_id)
+
+    def end(self, session_id: str, now: float) -> None:
+        entry = self.table.pop(session_id, None)
+        if entry is not None:
+            self.metrics.session_ended(entry[2], now - entry[0])
+
+    def expire(self, now: float) -> None:
+        table = self.table
+        while table:
+            session_id, entry = next(iter(table.items()))
+            if now - entry[1] < self.idle_timeout:
+                break
+            # Idle expiry: the session ended when it was last seen.
+            table.popitem(last=False)
+            self.metrics.session_ended(entry[2], entry[1] - entry[0])
+
+
+class _Parked:
+    """Operations whose POST stream closed without a response (resumability).
+
+    The response may come back later on the session's GET stream; it is matched by
+    (session id, JSON-RPC id). Bounded in count and in time: past either, the operation is
+    recorded with ``error_type="no_response"``.
+    """
+
+    def __init__(self, timeout: float, max_parked: int) -> None:
+        self.timeout = timeout
+        self.max_parked = max_parked
+        self.table: OrderedDict[tuple[str, Any], tuple[_Operation, float]] = OrderedDict()
+
+    def park(self, key: tuple[str, Any], op: _Operation, now: float) -> _Operation | None:
+        """Park ``op``; returns an operation evicted to keep the bound, if any."""
+        evicted = None
+        if len(self.table) >= self.max_parked:
+            evicted = self.table.popitem(last=False)[1][0]
+        previous = self.table.pop(key, None)
+        self.table[key] = (op, now)
+        return previous[0] if previous is not None else evicted
+
+    def take(self, key: tuple[str, Any]) -> _Operation | None:
+        item = self.table.pop(key, None)
+        return item[0] if item is not None else None
+
+    def expired(self, now: float) -> list[_Operation]:
+        out = []
+        table = self.table
+        while table:
+            _key, (op, parked_at) = next(iter(table.items()))
+            if now - parked_at < self.timeout:
+                break
+            table.popitem(last=False)
+            out.append(op)
+        return out
+
+
+class MCPMetricsMiddleware:
+    """Record per-method and per-tool Prometheus metrics for an MCP server.
+
+    Wrap any ASGI MCP app: ``app = MCPMetricsMiddleware(mcp.streamable_http_app())``, or
+    ``starlette_app.add_middleware(MCPMetricsMiddleware)``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        metrics: MCPMetrics | None = None,
+        mcp_path: str | Iterable[str] = "/mcp",
+        metrics_path: str | None = "/metrics",
+        metrics_token: str | None = None,
+        known_tools: Iterable[str] = (),
+        known_prompts: Iterable[str] = (),
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        session_idle_timeout: float = DEFAULT_SESSION_IDLE_TIMEOUT,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        parked_timeout: float = DEFAULT_PARKED_TIMEOUT,
+        max_parked: int = DEFAULT_MAX_PARKED,
+    ) -> None:
+        self.app = app
+        if max_body_size < 1:
+            raise ValueError("max_body_size must be positive")
+        self.metrics = metrics if metrics is not None else MCPMetrics.for_registry(registry)
+        # The static allow-list is the operator's word: admitted regardless of the cap.
+        self.metrics.tools.update(known_tools)
+        self.metrics.prompts.update(known_prompts)
+        paths = (mcp_path,) if isinstance(mcp_path, str) else tuple(mcp_path)
+        self.mcp_paths = frozenset(p.rstrip("/") or "/" for p in paths)
+        self.metrics_path = metrics_path
+        self.metrics_endpoint = (
+            MetricsEndpoint(self.metrics.registry or registry, metrics_token)
+            if metrics_path is not None
+            else None
+        )
+        self.max_body_size = max_body_size
+        self.sessions = _Sessions(self.metrics, session_idle_timeout, max_sessions)
+        self.parked = _Parked(parked_timeout, max_parked)
+        self.clock = time.perf_counter
+
+    def _route(self, scope: Scope) -> int:
+        """0: pass through, 1: MCP path, 2: metrics path."""
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        candidates = [path]
+        if root_path:
+            if path.startswith(root_path):
+                candidates.append(path[len(root_path) :] or "/")
+            else:
+                candidates.append(root_path + path)
+        for candidate in candidates:
+            if candidate in self.mcp_paths:
+                return 1
+            if candidate == self.metrics_path:
+                return 2
+        return 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self._route(scope)
+        if route == 0:
+            await self.app(scope, receive, send)
+            return
+        if route == 2:
+            assert self.metrics_endpoint is not None
+            self.housekeeping(self.clock())
+            await self.metrics_endpoint(scope, receive, send)
+            return
+        exchange = _Exchange(self, scope, receive, send)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except BaseException as exc:
+            exchange.finish(exc)
+            raise
+        exchange.finish(None)
+
+    def housekeeping(self, now: float) -> None:
+        """Expire idle sessions and parked operations (cheap: only looks at the oldest)."""
+        try:
+            self.sessions.expire(now)
+            for op in self.parked.expired(now):
+                _record(self, op, now, "no_response", "", None)
+        except Exception:
+            self.metrics.parse_error("internal")
+
+
+def _record(
+    mw: MCPMetricsMiddleware,
+    op: _Operation,
+    now: float,
+    error_type: str,
+    code: str,
+    response: JSONRPCMessage | None,
+    version: str | None = None,
+) -> None:
+    """Record one finished operation, exactly once."""
+    if op.done:
+        return
+    op.done = True
+    metrics = mw.metrics
+    op.gauge.dec()
+    name = op.name
+    method = op.method
+    tool = prompt = ""
+    if name is not None:
+        if method == "tools/call":
+            if not error_type and response is not None and response.kind == RESPONSE:
+                metrics.learn_tools((name,))
+            tool = metrics.tool_label(name)
+        elif method == "prompts/get":
+            if not error_type and response is not None and response.kind == RESPONSE:
+                metrics.learn_prompts((name,))
+            prompt = metrics.prompt_label(name)
+    metrics.operation(
+        (
+            op.method_label,
+            tool,
+            prompt,
+            error_type,
+            code,
+            op.version if version is None else version,
+        ),
+        now - op.start,
+    )
+    if op.size:
+        metrics.payload("request", op.method_label, tool, op.size)
+    if response is not None:
+        metrics.payload("response", op.method_label, tool, response.size)
+
+
+def _outcome(mw: MCPMetricsMiddleware, op: _Operation, msg: JSONRPCMessage) -> tuple[str, str]:
+    """(error_type, rpc_response_status_code) for a response message."""
+    if msg.kind == ERROR:
+        code = msg.error_code
+        if code is None:
+            return OTHER, ""
+        label = mw.metrics.code_label(code)
+        if code == CANCELLED_CODE:
+            return "cancelled", label
+        if code in CALLER_ERROR_CODES:
+            return "", label
+        if label == OTHER:
+            mw.metrics.overflow("error_type")
+        return label, label
+    if op.method == "tools/call" and msg.is_tool_error:
+        return "tool_error", ""
+    return "", ""
+
+
+def _names(result: Any, key: str) -> list[Any]:
+    if type(result) is dict:
+        items = result.get(key)
+        if type(items) is list:
+            return [item.get("name") for item in items if type(item) is dict]
+    return []
+
+
+class _Exchange:
+    """Per-HTTP-request state, created in ``__call__``; never stored on the middleware."""
+
+    __slots__ = (
+        "mw",
+        "metrics",
+        "_receive",
+        "_send",
+        "start",
+        "http_method",
+        "session_id",
+        "version",
+        "header_method",
+        "header_name",
+        "request_encoded",
+        "req_chunks",
+        "req_size",
+        "req_state",
+        "pending",
+        "notes",
+        "ops",
+        "status",
+        "kind",
+        "resp_chunks",
+        "resp_size",
+        "resp_skip",
+        "resp_buffered",
+        "sse",
+        "inflate",
+        "started",
+        "complete",
+        "disconnected",
+        "answered_any",
+        "send_failed",
+    )
+
+    def __init__(
+        self, mw: MCPMetricsMiddleware, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.mw = mw
+        self.metrics = mw.metrics
+        self._receive = receive
+        self._send = send
+        self.start = now = mw.clock()
+        self.http_method: str = scope.get("method", "GET")
+        self.session_id: str | None = None
+        self.version = ""
+        self.header_method: str | None = None
+        self.header_name: str | None = None
+        self.request_encoded = False
+        self.req_chunks: list[bytes] = []
+        self.req_size = 0
+        self.req_state = 0  # 0 reading, 1 decoded, 2 skipped
+        self.pending: dict[Any, list[_Operation]] = {}
+        self.notes: list[_Operation] = []
+        self.ops: list[_Operation] = []
+        self.status = 0
+        self.kind = 0
+        self.resp_chunks: list[bytes] = []
+        self.resp_size = 0
+        self.resp_skip = False
+        self.resp_buffered = 0
+        self.sse: SSEDecoder | None = None
+        self.inflate: Any = None
+        self.started = False
+        self.complete = False
+        self.disconnected = False
+        self.answered_any = False
+        self.send_failed = False
+        try:
+            version = None
+            for key, value in scope.get("headers", ()):
+                if key[:4] == b"mcp-":
+                    if key == b"mcp-session-id":
+                        self.session_id = value.decode("latin-1")
+                    elif key == b"mcp-protocol-version":
+                        version = value.decode("latin-1")
+                    elif key == b"mcp-method":
+                        self.header_method = value.decode("latin-1")
+                    elif key == b"mcp-name":
+                        self.header_name = value.decode("latin-1")
+                elif key == b"content-encoding" and value.lower() not in (b"identity", b""):
+                    self.request_encoded = True
+            if version is not None:
+                self.version = self.metrics.version_label(version)
+            mw.housekeeping(now)
+            if self.session_id is not None:
+                mw.sessions.touch(self.session_id, now)
+        except Exception:
+            self.metrics.parse_error("internal")
+
+    # -- receive side ---------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        try:
+            mtype = message["type"]
+            if mtype == "http.request":
+                if self.req_state == 0:
+                    self._request_body(message)
+            elif mtype == "http.disconnect":
+                self.disconnected = True
+        except Exception:
+            self.metrics.parse_error("internal")
+        return message
+
+    def _request_body(self, message: Message) -> None:
+        body = message.get("body", b"")
+        if body:
+            self.req_size += len(body)
+            if self.req_size > self.mw.max_body_size:
+                self.req_state = 2
+                self.req_chunks = []
+                self.metrics.parse_error("too_large")
+                return
+            self.req_chunks.append(body)
+        if message.get("more_body", False):
+            return
+        self.req_state = 1
+        chunks = self.req_chunks
+        self.req_chunks = []
+        if not chunks:
+            return  # an empty body (GET, DELETE, or an empty POST): nothing to decode
+        if self.request_encoded:
+            self.metrics.parse_error("encoding")
+            return
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        messages, reason = decode(payload)
+        if reason is not None:
+            self.metrics.parse_error(reason)
+        if messages:
+            self._client_messages(messages)
+
+    def _client_messages(self, messages: list[JSONRPCMessage]) -> None:
+        metrics = self.metrics
+        mw = self.mw
+        for msg in messages:
+            kind = msg.kind
+            if kind == REQUEST or kind == NOTIFICATION:
+                method = msg.method
+                assert method is not None
+                method_label = metrics.method_label(method)
+                metrics.message("received", kind, method_label)
+                name = msg.name
+                if name is None:
+                    tool = ""
+                elif method == "tools/call":
+                    tool = name if name in metrics.tools else OTHER
+                else:
+                    tool = ""
+                gauge = metrics.in_flight(method_label, tool)
+                gauge.inc()
+                op = _Operation(
+                    method, method_label, name, self.start, self.version, msg.size, gauge
+                )
+                self.ops.append(op)
+                if kind == REQUEST:
+                    key = id_key(msg.id)
+                    waiting = self.pending.get(key)
+                    if waiting is None:
+                        self.pending[key] = [op]
+                    else:
+                        waiting.append(op)  # duplicate ids: answered in order
+                else:
+                    self.notes.append(op)
+                    if self.started and 200 <= self.status < 300:
+                        # The ack went out before the app finished reading the body.
+                        _record(mw, op, mw.clock(), "", "", None)
+            else:
+                metrics.message("received", kind, "")
+
+    # -- send side ------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        now = self.mw.clock()
+        try:
+            await self._send(message)
+        except BaseException:
+            self.send_failed = True
+            raise
+        try:
+            mtype = message["type"]
+            if mtype == "http.response.body":
+                if self.started and not self.complete:
+                    self._response_body(message, now)
+            elif mtype == "http.response.start":
+                self._response_start(message, now)
+        except Exception:
+            self.metrics.parse_error("internal")
+
+    def _response_start(self, message: Message, now: float) -> None:
+        if self.started:
+            self.metrics.parse_error("asgi_protocol")
+            return
+        self.started = True
+        status = message.get("status", 0)
+        # Starlette passes http.HTTPStatus members through: an int subclass.
+        self.status = int(status) if isinstance(status, int) else 0
+        content_type = b""
+        encoding = b""
+        new_session: bytes | None = None
+        for key, value in message.get("headers", ()):
+            lkey = key.lower()
+            if lkey == b"content-type":
+                content_type = value
+            elif lkey == b"content-encoding":
+                encoding = value.strip().lower()
+            elif lkey == b"mcp-session-id":
+                new_session = value
+        mime = content_type.split(b";", 1)[0].strip().lower()
+        if mime == b"text/event-stream":
+            self.kind = _SSE
+            self.sse = SSEDecoder(self.mw.max_body_size)
+        elif mime == b"application/json" or mime.endswith(b"+json"):
+            self.kind = _JSON
+        else:
+            self.kind = _OTHER_BODY
+        if encoding and encoding != b"identity" and self.kind != _OTHER_BODY:
+            if encoding in (b"gzip", b"x-gzip"):
+                self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            elif encoding == b"deflate":
+                self.inflate = zlib.decompressobj()
+            else:
+                self.metrics.parse_error("encoding")
+                self.resp_skip = True
+
+        if not self.ops and self.req_state != 1 and self.header_method is not None:
+            self._operation_from_headers()
+
+        status = self.status
+        mw = self.mw
+        if 200 <= status < 300 and self.notes:
+            for op in self.notes:
+                _record(mw, op, now, "", "", None)
+        session_id = self.session_id
+        if status < 400 and new_session is not None and session_id is None:
+            for op in self.ops:
+                if op.method == "initialize":
+                    mw.sessions.start(new_session.decode("latin-1"), now)
+                    break
+        if session_id is not None:
+            if status == 404 or (self.http_method == "DELETE" and 200 <= status < 300):
+                mw.sessions.end(session_id, now)
+
+    def _operation_from_headers(self) -> None:
+        """Modern requests name their operation in headers; used when the body was never read."""
+        metrics = self.metrics
+        method = self.header_method
+        assert method is not None
+        method_label = metrics.method_label(method)
+        metrics.message("received", REQUEST, method_label)
+        name = self.header_name if method in ("tools/call", "prompts/get") else None
+        tool = (
+            ""
+            if name is None or method != "tools/call"
+            else (name if name in metrics.tools else OTHER)
+        )
+        gauge = metrics.in_flight(method_label, tool)
+        gauge.inc()
+        op = _Operation(method, method_label, name, self.start, self.version, 0, gauge)
+        self.ops.append(op)
+        self.pending[_ANY] = [op]
+
+    def _response_body(self, message: Message, now: float) -> None:
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if body:
+            self.resp_size += len(body)
+            if not self.resp_skip and self.kind != _OTHER_BODY:
+                if self.inflate is not None:
+                    self._inflate(body, now)
+                elif self.kind == _SSE:
+                    self._sse(body, now)
+                else:
+                    self._json_chunk(body)
+        if not more:
+            self.complete = True
+            if self.kind == _JSON and not self.resp_skip:
+                if self.inflate is not None:
+                    try:
+                        tail = self.inflate.flush()
+                    except zlib.error:
+                        tail = b""
+                        self.metrics.parse_error("encoding")
+                    if tail:
+                        self._json_chunk(tail)
+                self._json_done(now)
+            elif self.kind == _SSE and self.sse is not None and self.sse.pending:
+                self.metrics.parse_error("truncated")
+            self._finish_pending(now, None)
+
+    def _inflate(self, body: bytes, now: float) -> None:
+        inflate = self.inflate
+        cap = self.mw.max_body_size
+        try:
+            data = inflate.decompress(body, cap)
+            while True:
+                if self.kind == _SSE:
+                    self._sse(data, now)
+                else:
+                    self._json_chunk(data)
+                if self.resp_skip or not inflate.unconsumed_tail:
+                    break
+                data = inflate.decompress(inflate.unconsumed_tail, cap)
+        except zlib.error:
+            self.metrics.parse_error("encoding")
+            self.resp_skip = True
+
+    def _json_chunk(self, data: bytes) -> None:
+        if self.resp_skip:
+            return
+        self.resp_chunks.append(data)
+        self.resp_buffered += len(data)
+        if self.resp_buffered > self.mw.max_body_size:
+            self.resp_skip = True
+            self.resp_chunks = []
+            self.metrics.parse_error("too_large")
+
+    def _json_done(self, now: float) -> None:
+        chunks = self.resp_chunks
+        self.resp_chunks = []
+        if not chunks:
+            return
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        messages, reason = decode(payload)
+        if reason is not None:
+            self.metrics.parse_error(reason)
+        if messages:
+            self._server_messages(messages, now)
+
+    def _sse(self, data: bytes, now: float) -> None:
+        sse = self.sse
+        assert sse is not None
+        oversized = sse.oversized
+        events = sse.feed(data)
+        if sse.oversized != oversized:
+            self.metrics.parse_error("too_large")
+        for event in events:
+            if event.event and event.event != b"message":
+                continue
+            messages, reason = decode(event.data)
+            if reason is not None:
+                self.metrics.parse_error(reason)
+            if messages:
+                self._server_messages(messages, now)
+
+    def _server_messages(self, messages: list[JSONRPCMessage], now: float) -> None:
+        metrics = self.metrics
+        mw = self.mw
+        for msg in messages:
+            kind = msg.kind
+            if kind == REQUEST or kind == NOTIFICATION:
+                metrics.message("sent", kind, metrics.method_label(msg.method))
+                continue
+            key = id_key(msg.id)
+            waiting = self.pending.get(key)
+            if waiting is None and _ANY in self.pending:
+                key = _ANY
+                waiting = self.pending[_ANY]
+            if waiting:
+                op = waiting.pop(0)
+                if not waiting:
+                    del self.pending[key]
+                metrics.message("sent", kind, op.method_label)
+                self._answer(op, msg, now)
+            elif msg.id is None and kind == ERROR and (self.pending or self.notes):
+                # An error with a null id answers the whole HTTP request (parse error, bad
+                # session, rejected batch): it ends every operation still waiting.
+                metrics.message("sent", kind, "")
+                for op in self.ops:
+                    if not op.done:
+                        self._answer(op, msg, now)
+                self.pending.clear()
+            else:
+                metrics.message("sent", kind, "")
+                if self.http_method == "GET" and self.session_id is not None:
+                    parked = mw.parked.take((self.session_id, key))
+                    if parked is not None:
+                        self._answer(parked, msg, now)
+
+    def _answer(self, op: _Operation, msg: JSONRPCMessage, now: float) -> None:
+        mw = self.mw
+        self.answered_any = True
+        error_type, code = _outcome(mw, op, msg)
+        version = None
+        if msg.kind == RESPONSE:
+            method = op.method
+            if method == "tools/list":
+                mw.metrics.learn_tools(_names(msg.result, "tools"))
+            elif method == "prompts/list":
+                mw.metrics.learn_prompts(_names(msg.result, "prompts"))
+            elif method == "initialize":
+                result = msg.result
+                if type(result) is dict:
+                    negotiated = result.get("protocolVersion")
+                    if type(negotiated) is str:
+                        version = mw.metrics.version_label(negotiated)
+                        if self.session_id is None:
+                            self._session_version(version)
+        _record(mw, op, now, error_type, code, msg, version)
+
+    def _session_version(self, version: str) -> None:
+        sessions = self.mw.sessions
+        # The session was opened by this exchange's response start: it is the newest entry.
+        if sessions.table:
+            newest = next(reversed(sessions.table))
+            entry = sessions.table[newest]
+            if not entry[2]:
+                entry[2] = version
+
+    # -- the end of the exchange ----------------------------------------------------------
+
+    def _finish_pending(self, now: float, exc: BaseException | None) -> None:
+        """Record every operation that is still waiting, by how the exchange ended."""
+        if not self.ops:
+            return
+        mw = self.mw
+        status = self.status
+        keys = {id(op): key for key, ops in self.pending.items() for op in ops}
+        self.pending.clear()
+        for op in self.ops:
+            if op.done:
+                continue
+            error_type = "no_response"
+            if op.method == "subscriptions/listen" and self.kind == _SSE:
+                # Ends when its stream ends; a client closing it is not an error.
+                error_type = "500" if isinstance(exc, Exception) else ""
+            elif self.send_failed or (self.disconnected and not self.complete):
+                error_type = "cancelled"
+            elif isinstance(exc, Exception):
+                error_type = "500"
+            elif exc is not None:
+                error_type = "cancelled"  # the server cancelled the app (client gone)
+            elif not self.started:
+                error_type = "cancelled" if self.disconnected else "no_response"
+            elif status >= 500:
+                error_type = "500"
+            elif status >= 400:
+                error_type = ""
+            elif self.resp_skip or (self.sse is not None and self.sse.oversized):
+                # The answer was past the size cap: its bytes passed, its outcome is unknown.
+                error_type = ""
+            elif self.kind == _SSE and self.session_id is not None and id(op) in keys:
+                # Resumability: the answer may be replayed on the session's GET stream.
+                evicted = mw.parked.park((self.session_id, keys[id(op)]), op, now)
+                if evicted is not None:
+                    _record(mw, evicted, now, "no_response", "", None)
+                continue
+            _record(mw, op, now, error_type, "", None)
+
+    def finish(self, exc: BaseException | None) -> None:
+        """Called once, when the app returned or raised. Never raises."""
+        try:
+            now = self.mw.clock()
+            if self.started and not self.complete and self.kind == _SSE and self.sse is not None:
+                if self.sse.pending and not self.disconnected:
+                    self.metrics.parse_error("truncated")
+            self._finish_pending(now, exc)
+            status = self.status if self.started else 0
+            if isinstance(exc, Exception) and not self.started:
+                status = 500
+            metrics = self.metrics
+            status_label = str(status) if 100 <= status <= 599 else ""
+            metrics.http_request(
+                metrics.http_method_label(self.http_method), status_label, now - self.start
+            )
+            if self.session_id is not None:
+                self.mw.sessions.touch(self.session_id, now)
+        except Exception:
+            self.metrics.parse_error("internal")

@@ -1,0 +1,153 @@
+"""Incremental, sans-IO decoder for ``text/event-stream`` under the WHATWG rules.
+
+Feed it chunks exactly as they leave the app; it returns the events that each chunk completes.
+Work is O(n) in the stream size: a line that spans chunks is kept as a list of parts and joined
+once, and no byte is scanned twice. Memory is bounded by ``max_event_size``: a line or an event
+past it is dropped (and reported through ``oversized``) while the decoder keeps its place in the
+stream, so the events after it still decode.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class ServerSentEvent(NamedTuple):
+    event: bytes  # b"" means the default type, "message"
+    data: bytes  # data lines joined with b"\n"
+    id: bytes | None
+
+
+class SSEDecoder:
+    __slots__ = (
+        "_parts",
+        "_parts_size",
+        "_skip_line",
+        "_after_cr",
+        "_first_line",
+        "_data",
+        "_data_size",
+        "_event",
+        "_id",
+        "_skip_event",
+        "max_event_size",
+        "oversized",
+        "last_event_id",
+    )
+
+    def __init__(self, max_event_size: int = 4 * 1024 * 1024) -> None:
+        self.max_event_size = max_event_size
+        self.oversized = 0  # events dropped because they were larger than max_event_size
+        self.last_event_id: bytes | None = None
+        self._parts: list[bytes] = []  # the current incomplete line, in pieces
+        self._parts_size = 0
+        self._skip_line = False  # the current line is past the cap: discard until its end
+        self._after_cr = False  # the previous chunk ended with CR: a leading LF is its pair
+        self._first_line = True
+        self._data: list[bytes] = []
+        self._data_size = 0
+        self._event = b""
+        self._id: bytes | None = None
+        self._skip_event = False
+
+    @property
+    def pending(self) -> bool:
+        """True when a partial line or an undispatched event is buffered."""
+        return bool(self._parts or self._data or self._skip_line or self._skip_event)
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        events: list[ServerSentEvent] = []
+        if not chunk:
+            return events
+        if self._after_cr:
+            self._after_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+                if not chunk:
+                    return events
+        if b"\r" in chunk:
+            if chunk[-1:] == b"\r":
+                self._after_cr = True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
+        tail = lines.pop()  # the bytes after the last line ending: an incomplete line, maybe b""
+        if lines:
+            start = 0
+            if self._skip_line:
+                # This chunk ends the oversized line; its event was already dropped.
+                self._skip_line = False
+                start = 1
+            elif self._parts:
+                parts = self._parts
+                parts.append(lines[0])
+                size = self._parts_size + len(lines[0])
+                self._parts = []
+                self._parts_size = 0
+                if size > self.max_event_size:
+                    self._drop_event()
+                    start = 1
+                else:
+                    lines[0] = b"".join(parts)
+            for i in range(start, len(lines)):
+                self._line(lines[i], events)
+        if tail and not self._skip_line:
+            if self._parts_size + len(tail) > self.max_event_size:
+                self._parts = []
+                self._parts_size = 0
+                self._skip_line = True
+                self._drop_event()
+            else:
+                self._parts.append(tail)
+                self._parts_size += len(tail)
+        return events
+
+    def _drop_event(self) -> None:
+        if not self._skip_event:
+            self.oversized += 1
+        self._skip_event = True
+        self._data = []
+        self._data_size = 0
+
+    def _line(self, line: bytes, events: list[ServerSentEvent]) -> None:
+        if self._first_line:
+            self._first_line = False
+            if line[:3] == _BOM:
+                line = line[3:]
+        if not line:
+            # Dispatch.
+            if self._skip_event:
+                self._skip_event = False
+            elif self._data:
+                data = b"\n".join(self._data)
+                events.append(ServerSentEvent(self._event, data, self._id))
+            self._data = []
+            self._data_size = 0
+            self._event = b""
+            return
+        if line[:1] == b":":
+            return  # comment (keep-alive pings)
+        colon = line.find(b":")
+        if colon == -1:
+            field, value = line, b""
+        else:
+            field = line[:colon]
+            value = line[colon + 1 :]
+            if value[:1] == b" ":
+                value = value[1:]
+        if field == b"data":
+            if self._skip_event:
+                return
+            self._data_size += len(value) + 1
+            if self._data_size > self.max_event_size:
+                self._drop_event()
+                return
+            self._data.append(value)
+        elif field == b"event":
+            self._event = value
+        elif field == b"id":
+            if b"\x00" not in value:
+                self._id = value
+                self.last_event_id = value
+        # "retry" and unknown fields are ignored.
