@@ -1,0 +1,1 @@
+"""The evil-cat demo: an MCP server, real traffic, and the terminal view."""
