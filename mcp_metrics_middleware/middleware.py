@@ -653,8 +653,8 @@ class _Exchange:
         if sse.oversized != oversized:
             self.metrics.parse_error("too_large")
         for event in events:
-            if event.event and event.event != b"message":
-                continue
+            if not event.data or (event.event and event.event != b"message"):
+                continue  # priming events (empty data) and other event types carry no JSON-RPC
             messages, reason = decode(event.data)
             if reason is not None:
                 self.metrics.parse_error(reason)
