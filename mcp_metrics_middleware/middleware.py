@@ -46,7 +46,17 @@ _ANY = object()  # pending key of an operation known only from the mcp-method he
 class _Operation:
     """One JSON-RPC request or notification the client sent, until it is answered."""
 
-    __slots__ = ("method", "method_label", "name", "start", "version", "size", "gauge", "done")
+    __slots__ = (
+        "method",
+        "method_label",
+        "name",
+        "start",
+        "version",
+        "size",
+        "gauge",
+        "done",
+        "parked",
+    )
 
     def __init__(
         self,
@@ -66,6 +76,7 @@ class _Operation:
         self.size = size
         self.gauge = gauge
         self.done = False
+        self.parked = False  # handed to _Parked: no longer this exchange's to record
 
 
 class _Sessions:
@@ -135,6 +146,11 @@ class _Parked:
         previous = self.table.pop(key, None)
         self.table[key] = (op, now)
         return previous[0] if previous is not None else evicted
+
+    def drop_session(self, session_id: str) -> list[_Operation]:
+        """The session ended: its parked operations can never be answered."""
+        keys = [key for key in self.table if key[0] == session_id]
+        return [self.table.pop(key)[0] for key in keys]
 
     def take(self, key: tuple[str, Any]) -> _Operation | None:
         item = self.table.pop(key, None)
@@ -558,6 +574,9 @@ class _Exchange:
         if session_id is not None:
             if status == 404 or (self.http_method == "DELETE" and 200 <= status < 300):
                 mw.sessions.end(session_id, now)
+                if mw.parked.table:
+                    for op in mw.parked.drop_session(session_id):
+                        _record(mw, op, now, "no_response", "", None)
 
     def _operation_from_headers(self) -> None:
         """Modern requests name their operation in headers; used when the body was never read."""
@@ -736,7 +755,7 @@ class _Exchange:
         keys = {id(op): key for key, ops in self.pending.items() for op in ops}
         self.pending.clear()
         for op in self.ops:
-            if op.done:
+            if op.done or op.parked:
                 continue
             error_type = "no_response"
             if op.method == "subscriptions/listen" and self.kind == _SSE:
@@ -759,6 +778,7 @@ class _Exchange:
                 error_type = ""
             elif self.kind == _SSE and self.session_id is not None and id(op) in keys:
                 # Resumability: the answer may be replayed on the session's GET stream.
+                op.parked = True
                 evicted = mw.parked.park((self.session_id, keys[id(op)]), op, now)
                 if evicted is not None:
                     _record(mw, evicted, now, "no_response", "", None)
