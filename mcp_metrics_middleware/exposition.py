@@ -27,6 +27,9 @@ def exposition_registry(registry: CollectorRegistry) -> CollectorRegistry:
     if multiprocess_enabled():
         from prometheus_client import multiprocess
 
+        from mcp_metrics_middleware.multiprocess import cleanup_dead_processes
+
+        cleanup_dead_processes()
         aggregated = CollectorRegistry()
         multiprocess.MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
         return aggregated
