@@ -1,13 +1,35 @@
-"""The Prometheus metrics, and the rules that keep their label values bounded."""
+"""The Prometheus metrics, and the rules that keep their label values bounded.
+
+Two stores keep the numbers:
+
+* ``_FastStore`` (the default): plain dicts and lists updated under one lock, exposed through a
+  custom collector when Prometheus scrapes. Recording a whole operation costs one lock and a few
+  list increments, several times cheaper than prometheus-client's per-metric locks.
+* ``_ClientStore``: prometheus-client's own ``Histogram``/``Counter``/``Gauge``. Used in
+  multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), where values must live in the shared mmap files
+  that ``MultiProcessCollector`` aggregates.
+
+Both expose exactly the same names, types, labels and buckets.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from mcp_metrics_middleware.config import (
     DEFAULT_MAX_ERROR_CODES,
@@ -25,16 +47,334 @@ from mcp_metrics_middleware.config import (
     STANDARD_ERROR_CODES,
 )
 
+OPERATION_LABELS = (
+    "mcp_method_name",
+    "gen_ai_tool_name",
+    "gen_ai_prompt_name",
+    "error_type",
+    "rpc_response_status_code",
+    "mcp_protocol_version",
+)
+IN_FLIGHT_LABELS = ("mcp_method_name", "gen_ai_tool_name")
+MESSAGE_LABELS = ("direction", "message_type", "mcp_method_name")
+PAYLOAD_LABELS = ("direction", "mcp_method_name", "gen_ai_tool_name")
+HTTP_LABELS = ("http_request_method", "http_response_status_code")
+
+# name, documentation (shared by both stores)
+DOCS = {
+    "mcp_server_operation_duration_seconds": "MCP request or notification duration, from its "
+    "arrival until its result or ack was sent.",
+    "mcp_server_operations_in_flight": "MCP requests received and not yet answered.",
+    "mcp_server_session_duration_seconds": "Duration of MCP sessions (protocol revisions up to "
+    "2025-11-25).",
+    "mcp_server_sessions_active": "MCP sessions currently open (protocol revisions up to "
+    "2025-11-25).",
+    "mcp_server_messages": "JSON-RPC messages seen on the MCP path.",
+    "mcp_server_operation_payload_bytes": "Size of MCP request messages and of their response "
+    "messages.",
+    "mcp_http_server_request_duration_seconds": "Duration of HTTP requests to the MCP path "
+    "(streams: until they end).",
+    "mcp_metrics_parse_errors": "Traffic the middleware could not decode; the bytes still passed "
+    "untouched.",
+    "mcp_metrics_label_overflow": "Label values folded into _OTHER (unknown or over the cap).",
+}
+
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, MCPMetrics] = weakref.WeakKeyDictionary()
 _by_registry_lock = threading.Lock()
 
 
+def _multiprocess_env() -> bool:
+    return bool(
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    )
+
+
+class _FastStore(Collector):
+    """All the middleware's numbers in plain containers; rendered only when scraped."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        # key -> [bucket counts..., +Inf count] ; sums kept alongside
+        self.operations: dict[tuple[str, ...], list[float]] = {}
+        self.payloads: dict[tuple[str, ...], list[float]] = {}
+        self.http: dict[tuple[str, ...], list[float]] = {}
+        self.sessions: dict[tuple[str, ...], list[float]] = {}
+        self.in_flight: dict[tuple[str, str], float] = {}
+        self.messages: dict[tuple[str, str, str], float] = {}
+        self.parse_errors = dict.fromkeys(PARSE_ERROR_REASONS, 0.0)
+        self.overflow = dict.fromkeys(LABELS_WITH_OVERFLOW, 0.0)
+        self.sessions_active = 0.0
+
+    # Each histogram row is [count per bucket..., count in +Inf, sum].
+
+    def start(self, key: tuple[str, str], message: tuple[str, str, str]) -> None:
+        """An operation arrived: in flight, and its request message counted."""
+        with self.lock:
+            self.in_flight[key] = self.in_flight.get(key, 0.0) + 1.0
+            self.messages[message] = self.messages.get(message, 0.0) + 1.0
+
+    def operation(
+        self,
+        in_flight: tuple[str, str],
+        labels: tuple[str, str, str, str, str, str],
+        duration: float,
+        payload_labels: tuple[str, str] | None,
+        request_size: int,
+        response_size: int,
+        message: tuple[str, str, str] | None = None,
+    ) -> None:
+        """An operation finished: one lock for every number it moves."""
+        with self.lock:
+            self.in_flight[in_flight] -= 1.0
+            if message is not None:
+                self.messages[message] = self.messages.get(message, 0.0) + 1.0
+            row = self.operations.get(labels)
+            if row is None:
+                row = self.operations[labels] = [0.0] * (len(DURATION_BUCKETS) + 2)
+            row[bisect_left(DURATION_BUCKETS, duration)] += 1.0
+            row[-1] += duration
+            if payload_labels is not None:
+                method, tool = payload_labels
+                if request_size:
+                    key = ("request", method, tool)
+                    row = self.payloads.get(key)
+                    if row is None:
+                        row = self.payloads[key] = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
+                    row[bisect_left(PAYLOAD_BUCKETS, request_size)] += 1.0
+                    row[-1] += request_size
+                if response_size:
+                    key = ("response", method, tool)
+                    row = self.payloads.get(key)
+                    if row is None:
+                        row = self.payloads[key] = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
+                    row[bisect_left(PAYLOAD_BUCKETS, response_size)] += 1.0
+                    row[-1] += response_size
+
+    def message(self, key: tuple[str, str, str]) -> None:
+        with self.lock:
+            self.messages[key] = self.messages.get(key, 0.0) + 1.0
+
+    def http_request(self, key: tuple[str, str], duration: float) -> None:
+        with self.lock:
+            row = self.http.get(key)
+            if row is None:
+                row = self.http[key] = [0.0] * (len(HTTP_DURATION_BUCKETS) + 2)
+            row[bisect_left(HTTP_DURATION_BUCKETS, duration)] += 1.0
+            row[-1] += duration
+
+    def session_started(self) -> None:
+        with self.lock:
+            self.sessions_active += 1.0
+
+    def session_ended(self, version: str, duration: float) -> None:
+        with self.lock:
+            self.sessions_active -= 1.0
+            key = (version,)
+            row = self.sessions.get(key)
+            if row is None:
+                row = self.sessions[key] = [0.0] * (len(DURATION_BUCKETS) + 2)
+            row[bisect_left(DURATION_BUCKETS, duration)] += 1.0
+            row[-1] += duration
+
+    def parse_error(self, reason: str) -> None:
+        with self.lock:
+            self.parse_errors[reason] += 1.0
+
+    def label_overflow(self, label: str) -> None:
+        with self.lock:
+            self.overflow[label] += 1.0
+
+    # -- exposition -----------------------------------------------------------------------
+
+    def describe(self) -> Iterable[Metric]:
+        return [
+            HistogramMetricFamily("mcp_server_operation_duration_seconds", "", labels=()),
+            GaugeMetricFamily("mcp_server_operations_in_flight", ""),
+            HistogramMetricFamily("mcp_server_session_duration_seconds", "", labels=()),
+            GaugeMetricFamily("mcp_server_sessions_active", ""),
+            CounterMetricFamily("mcp_server_messages", ""),
+            HistogramMetricFamily("mcp_server_operation_payload_bytes", "", labels=()),
+            HistogramMetricFamily("mcp_http_server_request_duration_seconds", "", labels=()),
+            CounterMetricFamily("mcp_metrics_parse_errors", ""),
+            CounterMetricFamily("mcp_metrics_label_overflow", ""),
+        ]
+
+    @staticmethod
+    def _histogram(
+        name: str,
+        labels: Sequence[str],
+        bounds: Sequence[float],
+        rows: dict[tuple[str, ...], list[float]],
+    ) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, DOCS[name], labels=labels)
+        edges = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for key, row in rows.items():
+            cumulative = 0.0
+            buckets = []
+            for edge, count in zip(edges, row[:-1], strict=True):
+                cumulative += count
+                buckets.append((edge, cumulative))
+            family.add_metric(list(key), buckets, row[-1])
+        return family
+
+    def collect(self) -> Iterator[Metric]:
+        with self.lock:
+            operations = {k: list(v) for k, v in self.operations.items()}
+            payloads = {k: list(v) for k, v in self.payloads.items()}
+            http = {k: list(v) for k, v in self.http.items()}
+            sessions = {k: list(v) for k, v in self.sessions.items()}
+            in_flight = dict(self.in_flight)
+            messages = dict(self.messages)
+            parse_errors = dict(self.parse_errors)
+            overflow = dict(self.overflow)
+            sessions_active = self.sessions_active
+        yield self._histogram(
+            "mcp_server_operation_duration_seconds", OPERATION_LABELS, DURATION_BUCKETS, operations
+        )
+        gauge = GaugeMetricFamily(
+            "mcp_server_operations_in_flight",
+            DOCS["mcp_server_operations_in_flight"],
+            labels=IN_FLIGHT_LABELS,
+        )
+        for key, value in in_flight.items():
+            gauge.add_metric(list(key), value)
+        yield gauge
+        yield self._histogram(
+            "mcp_server_session_duration_seconds",
+            ("mcp_protocol_version",),
+            DURATION_BUCKETS,
+            sessions,
+        )
+        yield GaugeMetricFamily(
+            "mcp_server_sessions_active", DOCS["mcp_server_sessions_active"], sessions_active
+        )
+        counter = CounterMetricFamily(
+            "mcp_server_messages", DOCS["mcp_server_messages"], labels=MESSAGE_LABELS
+        )
+        for mkey, value in messages.items():
+            counter.add_metric(list(mkey), value)
+        yield counter
+        yield self._histogram(
+            "mcp_server_operation_payload_bytes", PAYLOAD_LABELS, PAYLOAD_BUCKETS, payloads
+        )
+        yield self._histogram(
+            "mcp_http_server_request_duration_seconds", HTTP_LABELS, HTTP_DURATION_BUCKETS, http
+        )
+        counter = CounterMetricFamily(
+            "mcp_metrics_parse_errors", DOCS["mcp_metrics_parse_errors"], labels=("reason",)
+        )
+        for reason, value in parse_errors.items():
+            counter.add_metric([reason], value)
+        yield counter
+        counter = CounterMetricFamily(
+            "mcp_metrics_label_overflow", DOCS["mcp_metrics_label_overflow"], labels=("label",)
+        )
+        for label, value in overflow.items():
+            counter.add_metric([label], value)
+        yield counter
+
+
+class _ClientStore:
+    """The same numbers in prometheus-client metric objects (multiprocess-capable)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        def histogram(name: str, labels: Sequence[str], buckets: Sequence[float]) -> Histogram:
+            return Histogram(name, DOCS[name], labels, buckets=buckets, registry=registry)
+
+        self.operations = histogram(
+            "mcp_server_operation_duration_seconds", OPERATION_LABELS, DURATION_BUCKETS
+        )
+        self.in_flight = Gauge(
+            "mcp_server_operations_in_flight",
+            DOCS["mcp_server_operations_in_flight"],
+            IN_FLIGHT_LABELS,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.sessions = histogram(
+            "mcp_server_session_duration_seconds", ("mcp_protocol_version",), DURATION_BUCKETS
+        )
+        self.sessions_active = Gauge(
+            "mcp_server_sessions_active",
+            DOCS["mcp_server_sessions_active"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.messages = Counter(
+            "mcp_server_messages", DOCS["mcp_server_messages"], MESSAGE_LABELS, registry=registry
+        )
+        self.payloads = histogram(
+            "mcp_server_operation_payload_bytes", PAYLOAD_LABELS, PAYLOAD_BUCKETS
+        )
+        self.http = histogram(
+            "mcp_http_server_request_duration_seconds", HTTP_LABELS, HTTP_DURATION_BUCKETS
+        )
+        self.parse_errors = Counter(
+            "mcp_metrics_parse_errors",
+            DOCS["mcp_metrics_parse_errors"],
+            ("reason",),
+            registry=registry,
+        )
+        self.overflow = Counter(
+            "mcp_metrics_label_overflow",
+            DOCS["mcp_metrics_label_overflow"],
+            ("label",),
+            registry=registry,
+        )
+        self._parse_errors = {r: self.parse_errors.labels(r) for r in PARSE_ERROR_REASONS}
+        self._overflow = {name: self.overflow.labels(name) for name in LABELS_WITH_OVERFLOW}
+
+    def start(self, key: tuple[str, str], message: tuple[str, str, str]) -> None:
+        self.in_flight.labels(*key).inc()
+        self.messages.labels(*message).inc()
+
+    def operation(
+        self,
+        in_flight: tuple[str, str],
+        labels: tuple[str, str, str, str, str, str],
+        duration: float,
+        payload_labels: tuple[str, str] | None,
+        request_size: int,
+        response_size: int,
+        message: tuple[str, str, str] | None = None,
+    ) -> None:
+        self.in_flight.labels(*in_flight).dec()
+        if message is not None:
+            self.messages.labels(*message).inc()
+        self.operations.labels(*labels).observe(duration)
+        if payload_labels is not None:
+            if request_size:
+                self.payloads.labels("request", *payload_labels).observe(request_size)
+            if response_size:
+                self.payloads.labels("response", *payload_labels).observe(response_size)
+
+    def message(self, key: tuple[str, str, str]) -> None:
+        self.messages.labels(*key).inc()
+
+    def http_request(self, key: tuple[str, str], duration: float) -> None:
+        self.http.labels(*key).observe(duration)
+
+    def session_started(self) -> None:
+        self.sessions_active.inc()
+
+    def session_ended(self, version: str, duration: float) -> None:
+        self.sessions_active.dec()
+        self.sessions.labels(version).observe(duration)
+
+    def parse_error(self, reason: str) -> None:
+        self._parse_errors[reason].inc()
+
+    def label_overflow(self, label: str) -> None:
+        self._overflow[label].inc()
+
+
 class MCPMetrics:
-    """Every metric the middleware records, registered once per registry.
+    """Every metric the middleware records, registered once per registry, and the label policy.
 
     Use :meth:`for_registry` to share one instance between several middlewares on the same
     registry (two ``MCPMetricsMiddleware`` on one registry never raise "Duplicated timeseries").
-    Label children are cached in plain dicts: label values are bounded, so the caches are too.
+    ``multiprocess=None`` picks prometheus-client's multiprocess-capable metrics when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set.
     """
 
     def __init__(
@@ -44,6 +384,7 @@ class MCPMetrics:
         max_names: int = DEFAULT_MAX_NAMES,
         max_error_codes: int = DEFAULT_MAX_ERROR_CODES,
         max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
+        multiprocess: bool | None = None,
     ) -> None:
         self.registry = registry
         self.max_names = max_names
@@ -52,84 +393,24 @@ class MCPMetrics:
         self.tools: set[str] = set()
         self.prompts: set[str] = set()
         self.error_codes: set[int] = set()
-
-        self.operation_duration = Histogram(
-            "mcp_server_operation_duration_seconds",
-            "MCP request or notification duration, from its arrival until its result or ack "
-            "was sent.",
-            (
-                "mcp_method_name",
-                "gen_ai_tool_name",
-                "gen_ai_prompt_name",
-                "error_type",
-                "rpc_response_status_code",
-                "mcp_protocol_version",
-            ),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.operations_in_flight = Gauge(
-            "mcp_server_operations_in_flight",
-            "MCP requests received and not yet answered.",
-            ("mcp_method_name", "gen_ai_tool_name"),
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.session_duration = Histogram(
-            "mcp_server_session_duration_seconds",
-            "Duration of MCP sessions (protocol revisions up to 2025-11-25).",
-            ("mcp_protocol_version",),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.sessions_active = Gauge(
-            "mcp_server_sessions_active",
-            "MCP sessions currently open (protocol revisions up to 2025-11-25).",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.messages = Counter(
-            "mcp_server_messages",
-            "JSON-RPC messages seen on the MCP path.",
-            ("direction", "message_type", "mcp_method_name"),
-            registry=registry,
-        )
-        self.payload_bytes = Histogram(
-            "mcp_server_operation_payload_bytes",
-            "Size of MCP request messages and of their response messages.",
-            ("direction", "mcp_method_name", "gen_ai_tool_name"),
-            buckets=PAYLOAD_BUCKETS,
-            registry=registry,
-        )
-        self.http_duration = Histogram(
-            "mcp_http_server_request_duration_seconds",
-            "Duration of HTTP requests to the MCP path (streams: until they end).",
-            ("http_request_method", "http_response_status_code"),
-            buckets=HTTP_DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.parse_errors = Counter(
-            "mcp_metrics_parse_errors",
-            "Traffic the middleware could not decode; the bytes still passed untouched.",
-            ("reason",),
-            registry=registry,
-        )
-        self.label_overflow = Counter(
-            "mcp_metrics_label_overflow",
-            "Label values folded into _OTHER (unknown or over the cap).",
-            ("label",),
-            registry=registry,
-        )
-        self._parse_error_children = {r: self.parse_errors.labels(r) for r in PARSE_ERROR_REASONS}
-        self._overflow_children = {
-            name: self.label_overflow.labels(name) for name in LABELS_WITH_OVERFLOW
-        }
-        self._operation_children: dict[tuple[str, ...], Any] = {}
-        self._in_flight_children: dict[tuple[str, str], Any] = {}
-        self._message_children: dict[tuple[str, str, str], Any] = {}
-        self._payload_children: dict[tuple[str, str, str], Any] = {}
-        self._http_children: dict[tuple[str, str], Any] = {}
-        self._session_children: dict[str, Any] = {}
+        self.multiprocess = _multiprocess_env() if multiprocess is None else multiprocess
+        store: _FastStore | _ClientStore
+        if self.multiprocess:
+            store = _ClientStore(registry)
+        else:
+            store = _FastStore()
+            if registry is not None:
+                registry.register(store)
+        self.store = store
+        # The recording entry points, bound once.
+        self.start = store.start
+        self.operation = store.operation
+        self.message = store.message
+        self.http_request = store.http_request
+        self.session_started = store.session_started
+        self.session_ended = store.session_ended
+        self.parse_error = store.parse_error
+        self.overflow = store.label_overflow
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry, **kwargs: Any) -> MCPMetrics:
@@ -142,9 +423,6 @@ class MCPMetrics:
             return metrics
 
     # -- label policy ---------------------------------------------------------------------
-
-    def overflow(self, label: str) -> None:
-        self._overflow_children[label].inc()
 
     def method_label(self, method: str | None) -> str:
         if method is None:
@@ -210,52 +488,3 @@ class MCPMetrics:
             return str(code)
         self.overflow("rpc_response_status_code")
         return OTHER
-
-    # -- recording ------------------------------------------------------------------------
-
-    def parse_error(self, reason: str) -> None:
-        self._parse_error_children[reason].inc()
-
-    def operation(self, labels: tuple[str, str, str, str, str, str], duration: float) -> None:
-        child = self._operation_children.get(labels)
-        if child is None:
-            child = self._operation_children[labels] = self.operation_duration.labels(*labels)
-        child.observe(duration)
-
-    def in_flight(self, method: str, tool: str) -> Any:
-        key = (method, tool)
-        child = self._in_flight_children.get(key)
-        if child is None:
-            child = self._in_flight_children[key] = self.operations_in_flight.labels(*key)
-        return child
-
-    def message(self, direction: str, message_type: str, method: str) -> None:
-        key = (direction, message_type, method)
-        child = self._message_children.get(key)
-        if child is None:
-            child = self._message_children[key] = self.messages.labels(*key)
-        child.inc()
-
-    def payload(self, direction: str, method: str, tool: str, size: int) -> None:
-        key = (direction, method, tool)
-        child = self._payload_children.get(key)
-        if child is None:
-            child = self._payload_children[key] = self.payload_bytes.labels(*key)
-        child.observe(size)
-
-    def http_request(self, method: str, status: str, duration: float) -> None:
-        key = (method, status)
-        child = self._http_children.get(key)
-        if child is None:
-            child = self._http_children[key] = self.http_duration.labels(*key)
-        child.observe(duration)
-
-    def session_ended(self, version: str, duration: float) -> None:
-        child = self._session_children.get(version)
-        if child is None:
-            child = self._session_children[version] = self.session_duration.labels(version)
-        child.observe(duration)
-        self.sessions_active.dec()
-
-    def session_started(self) -> None:
-        self.sessions_active.inc()

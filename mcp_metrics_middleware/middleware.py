@@ -40,6 +40,7 @@ from mcp_metrics_middleware.metrics import MCPMetrics
 from mcp_metrics_middleware.sse import SSEDecoder
 
 _JSON, _SSE, _OTHER_BODY = 1, 2, 3
+_HOUSEKEEPING_INTERVAL = 1.0  # seconds between sweeps of idle sessions and parked operations
 _ANY = object()  # pending key of an operation known only from the mcp-method header
 
 
@@ -66,7 +67,7 @@ class _Operation:
         start: float,
         version: str,
         size: int,
-        gauge: Any,
+        gauge: tuple[str, str],
     ) -> None:
         self.method = method
         self.method_label = method_label
@@ -211,6 +212,7 @@ class MCPMetricsMiddleware:
         self.sessions = _Sessions(self.metrics, session_idle_timeout, max_sessions)
         self.parked = _Parked(parked_timeout, max_parked)
         self.clock = time.perf_counter
+        self.next_housekeeping = 0.0
 
     def _route(self, scope: Scope) -> int:
         """0: pass through, 1: MCP path, 2: metrics path."""
@@ -252,6 +254,7 @@ class MCPMetricsMiddleware:
 
     def housekeeping(self, now: float) -> None:
         """Expire idle sessions and parked operations (cheap: only looks at the oldest)."""
+        self.next_housekeeping = now + _HOUSEKEEPING_INTERVAL
         try:
             self.sessions.expire(now)
             for op in self.parked.expired(now):
@@ -268,26 +271,29 @@ def _record(
     code: str,
     response: JSONRPCMessage | None,
     version: str | None = None,
+    sent: tuple[str, str, str] | None = None,
 ) -> None:
-    """Record one finished operation, exactly once."""
+    """Record one finished operation, exactly once (and ``sent``, the answer's message)."""
     if op.done:
         return
     op.done = True
     metrics = mw.metrics
-    op.gauge.dec()
     name = op.name
-    method = op.method
     tool = prompt = ""
     if name is not None:
+        method = op.method
         if method == "tools/call":
             if not error_type and response is not None and response.kind == RESPONSE:
-                metrics.learn_tools((name,))
+                if name not in metrics.tools:
+                    metrics.learn_tools((name,))
             tool = metrics.tool_label(name)
         elif method == "prompts/get":
             if not error_type and response is not None and response.kind == RESPONSE:
-                metrics.learn_prompts((name,))
+                if name not in metrics.prompts:
+                    metrics.learn_prompts((name,))
             prompt = metrics.prompt_label(name)
     metrics.operation(
+        op.gauge,
         (
             op.method_label,
             tool,
@@ -297,11 +303,11 @@ def _record(
             op.version if version is None else version,
         ),
         now - op.start,
+        (op.method_label, tool),
+        op.size,
+        0 if response is None else response.size,
+        sent,
     )
-    if op.size:
-        metrics.payload("request", op.method_label, tool, op.size)
-    if response is not None:
-        metrics.payload("response", op.method_label, tool, response.size)
 
 
 def _outcome(mw: MCPMetricsMiddleware, op: _Operation, msg: JSONRPCMessage) -> tuple[str, str]:
@@ -332,40 +338,32 @@ def _names(result: Any, key: str) -> list[Any]:
 
 
 class _Exchange:
-    """Per-HTTP-request state, created in ``__call__``; never stored on the middleware."""
+    """Per-HTTP-request state, created in ``__call__``; never stored on the middleware.
 
-    __slots__ = (
-        "mw",
-        "metrics",
-        "_receive",
-        "_send",
-        "start",
-        "http_method",
-        "session_id",
-        "version",
-        "header_method",
-        "header_name",
-        "request_encoded",
-        "req_chunks",
-        "req_size",
-        "req_state",
-        "pending",
-        "notes",
-        "ops",
-        "status",
-        "kind",
-        "resp_chunks",
-        "resp_size",
-        "resp_skip",
-        "resp_buffered",
-        "sse",
-        "inflate",
-        "started",
-        "complete",
-        "disconnected",
-        "answered_any",
-        "send_failed",
-    )
+    Attributes that most exchanges never change are class-level defaults, so creating one costs
+    a handful of assignments.
+    """
+
+    session_id: str | None = None
+    version = ""
+    header_method: str | None = None
+    header_name: str | None = None
+    request_encoded = False
+    req_chunks: list[bytes] | None = None
+    req_size = 0
+    req_state = 0  # 0 reading, 1 decoded, 2 skipped
+    status = 0
+    kind = 0
+    resp_chunks: list[bytes] | None = None
+    resp_size = 0
+    resp_skip = False
+    resp_buffered = 0
+    sse: SSEDecoder | None = None
+    inflate: Any = None
+    started = False
+    complete = False
+    disconnected = False
+    send_failed = False
 
     def __init__(
         self, mw: MCPMetricsMiddleware, scope: Scope, receive: Receive, send: Send
@@ -376,47 +374,30 @@ class _Exchange:
         self._send = send
         self.start = now = mw.clock()
         self.http_method: str = scope.get("method", "GET")
-        self.session_id: str | None = None
-        self.version = ""
-        self.header_method: str | None = None
-        self.header_name: str | None = None
-        self.request_encoded = False
-        self.req_chunks: list[bytes] = []
-        self.req_size = 0
-        self.req_state = 0  # 0 reading, 1 decoded, 2 skipped
         self.pending: dict[Any, list[_Operation]] = {}
         self.notes: list[_Operation] = []
         self.ops: list[_Operation] = []
-        self.status = 0
-        self.kind = 0
-        self.resp_chunks: list[bytes] = []
-        self.resp_size = 0
-        self.resp_skip = False
-        self.resp_buffered = 0
-        self.sse: SSEDecoder | None = None
-        self.inflate: Any = None
-        self.started = False
-        self.complete = False
-        self.disconnected = False
-        self.answered_any = False
-        self.send_failed = False
         try:
-            version = None
-            for key, value in scope.get("headers", ()):
-                if key[:4] == b"mcp-":
-                    if key == b"mcp-session-id":
-                        self.session_id = value.decode("latin-1")
-                    elif key == b"mcp-protocol-version":
-                        version = value.decode("latin-1")
-                    elif key == b"mcp-method":
-                        self.header_method = value.decode("latin-1")
-                    elif key == b"mcp-name":
-                        self.header_name = value.decode("latin-1")
-                elif key == b"content-encoding" and value.lower() not in (b"identity", b""):
-                    self.request_encoded = True
-            if version is not None:
-                self.version = self.metrics.version_label(version)
-            mw.housekeeping(now)
+            # ASGI request header names are lowercase; dict() is one C call.
+            headers = dict(scope.get("headers", ()))
+            if headers.get(b"mcp-protocol-version") is not None:
+                self.version = self.metrics.version_label(
+                    headers[b"mcp-protocol-version"].decode("latin-1")
+                )
+            value = headers.get(b"mcp-session-id")
+            if value is not None:
+                self.session_id = value.decode("latin-1")
+            value = headers.get(b"mcp-method")
+            if value is not None:
+                self.header_method = value.decode("latin-1")
+                value = headers.get(b"mcp-name")
+                if value is not None:
+                    self.header_name = value.decode("latin-1")
+            value = headers.get(b"content-encoding")
+            if value is not None and value.lower() not in (b"identity", b""):
+                self.request_encoded = True
+            if now >= mw.next_housekeeping:
+                mw.housekeeping(now)
             if self.session_id is not None:
                 mw.sessions.touch(self.session_id, now)
         except Exception:
@@ -439,26 +420,31 @@ class _Exchange:
 
     def _request_body(self, message: Message) -> None:
         body = message.get("body", b"")
+        more = message.get("more_body", False)
+        chunks = self.req_chunks
         if body:
             self.req_size += len(body)
             if self.req_size > self.mw.max_body_size:
                 self.req_state = 2
-                self.req_chunks = []
+                self.req_chunks = None
                 self.metrics.parse_error("too_large")
                 return
-            self.req_chunks.append(body)
-        if message.get("more_body", False):
+            if more or chunks:
+                if chunks is None:
+                    chunks = self.req_chunks = []
+                chunks.append(body)
+        if more:
             return
         self.req_state = 1
-        chunks = self.req_chunks
-        self.req_chunks = []
-        if not chunks:
+        if chunks:
+            self.req_chunks = None
+            body = b"".join(chunks)
+        if not body:
             return  # an empty body (GET, DELETE, or an empty POST): nothing to decode
         if self.request_encoded:
             self.metrics.parse_error("encoding")
             return
-        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        messages, reason = decode(payload)
+        messages, reason = decode(body)
         if reason is not None:
             self.metrics.parse_error(reason)
         if messages:
@@ -473,7 +459,6 @@ class _Exchange:
                 method = msg.method
                 assert method is not None
                 method_label = metrics.method_label(method)
-                metrics.message("received", kind, method_label)
                 name = msg.name
                 if name is None:
                     tool = ""
@@ -481,8 +466,8 @@ class _Exchange:
                     tool = name if name in metrics.tools else OTHER
                 else:
                     tool = ""
-                gauge = metrics.in_flight(method_label, tool)
-                gauge.inc()
+                gauge = (method_label, tool)
+                metrics.start(gauge, ("received", kind, method_label))
                 op = _Operation(
                     method, method_label, name, self.start, self.version, msg.size, gauge
                 )
@@ -500,7 +485,7 @@ class _Exchange:
                         # The ack went out before the app finished reading the body.
                         _record(mw, op, mw.clock(), "", "", None)
             else:
-                metrics.message("received", kind, "")
+                metrics.message(("received", kind, ""))
 
     # -- send side ------------------------------------------------------------------------
 
@@ -529,17 +514,17 @@ class _Exchange:
         status = message.get("status", 0)
         # Starlette passes http.HTTPStatus members through: an int subclass.
         self.status = int(status) if isinstance(status, int) else 0
-        content_type = b""
-        encoding = b""
-        new_session: bytes | None = None
-        for key, value in message.get("headers", ()):
-            lkey = key.lower()
-            if lkey == b"content-type":
-                content_type = value
-            elif lkey == b"content-encoding":
-                encoding = value.strip().lower()
-            elif lkey == b"mcp-session-id":
-                new_session = value
+        raw = message.get("headers", ())
+        headers = dict(raw)
+        content_type = headers.get(b"content-type")
+        if content_type is None and raw:
+            # Not every stack lowercases response header names.
+            headers = {key.lower(): value for key, value in raw}
+            content_type = headers.get(b"content-type")
+        encoding = (headers.get(b"content-encoding") or b"").strip().lower()
+        new_session = headers.get(b"mcp-session-id")
+        if content_type is None:
+            content_type = b""
         mime = content_type.split(b";", 1)[0].strip().lower()
         if mime == b"text/event-stream":
             self.kind = _SSE
@@ -584,15 +569,14 @@ class _Exchange:
         method = self.header_method
         assert method is not None
         method_label = metrics.method_label(method)
-        metrics.message("received", REQUEST, method_label)
         name = self.header_name if method in ("tools/call", "prompts/get") else None
         tool = (
             ""
             if name is None or method != "tools/call"
             else (name if name in metrics.tools else OTHER)
         )
-        gauge = metrics.in_flight(method_label, tool)
-        gauge.inc()
+        gauge = (method_label, tool)
+        metrics.start(gauge, ("received", REQUEST, method_label))
         op = _Operation(method, method_label, name, self.start, self.version, 0, gauge)
         self.ops.append(op)
         self.pending[_ANY] = [op]
@@ -600,18 +584,30 @@ class _Exchange:
     def _response_body(self, message: Message, now: float) -> None:
         body = message.get("body", b"")
         more = message.get("more_body", False)
+        kind = self.kind
         if body:
             self.resp_size += len(body)
-            if not self.resp_skip and self.kind != _OTHER_BODY:
-                if self.inflate is not None:
-                    self._inflate(body, now)
-                elif self.kind == _SSE:
-                    self._sse(body, now)
+            if self.resp_skip or kind == _OTHER_BODY:
+                pass
+            elif self.inflate is not None:
+                self._inflate(body, now)
+            elif kind == _SSE:
+                self._sse(body, now)
+            elif more or self.resp_chunks:
+                self._json_chunk(body)
+            else:
+                # The common case: the whole JSON body in one message.
+                self.complete = True
+                if len(body) > self.mw.max_body_size:
+                    self.resp_skip = True
+                    self.metrics.parse_error("too_large")
                 else:
-                    self._json_chunk(body)
+                    self._json_payload(body, now)
+                self._finish_pending(now, None)
+                return
         if not more:
             self.complete = True
-            if self.kind == _JSON and not self.resp_skip:
+            if kind == _JSON and not self.resp_skip:
                 if self.inflate is not None:
                     try:
                         tail = self.inflate.flush()
@@ -620,8 +616,11 @@ class _Exchange:
                         self.metrics.parse_error("encoding")
                     if tail:
                         self._json_chunk(tail)
-                self._json_done(now)
-            elif self.kind == _SSE and self.sse is not None and self.sse.pending:
+                chunks = self.resp_chunks
+                if chunks and not self.resp_skip:
+                    self.resp_chunks = None
+                    self._json_payload(b"".join(chunks), now)
+            elif kind == _SSE and self.sse is not None and self.sse.pending:
                 self.metrics.parse_error("truncated")
             self._finish_pending(now, None)
 
@@ -645,19 +644,17 @@ class _Exchange:
     def _json_chunk(self, data: bytes) -> None:
         if self.resp_skip:
             return
-        self.resp_chunks.append(data)
+        chunks = self.resp_chunks
+        if chunks is None:
+            chunks = self.resp_chunks = []
+        chunks.append(data)
         self.resp_buffered += len(data)
         if self.resp_buffered > self.mw.max_body_size:
             self.resp_skip = True
-            self.resp_chunks = []
+            self.resp_chunks = None
             self.metrics.parse_error("too_large")
 
-    def _json_done(self, now: float) -> None:
-        chunks = self.resp_chunks
-        self.resp_chunks = []
-        if not chunks:
-            return
-        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    def _json_payload(self, payload: bytes, now: float) -> None:
         messages, reason = decode(payload)
         if reason is not None:
             self.metrics.parse_error(reason)
@@ -686,7 +683,7 @@ class _Exchange:
         for msg in messages:
             kind = msg.kind
             if kind == REQUEST or kind == NOTIFICATION:
-                metrics.message("sent", kind, metrics.method_label(msg.method))
+                metrics.message(("sent", kind, metrics.method_label(msg.method)))
                 continue
             key = id_key(msg.id)
             waiting = self.pending.get(key)
@@ -697,26 +694,30 @@ class _Exchange:
                 op = waiting.pop(0)
                 if not waiting:
                     del self.pending[key]
-                metrics.message("sent", kind, op.method_label)
-                self._answer(op, msg, now)
+                self._answer(op, msg, now, ("sent", kind, op.method_label))
             elif msg.id is None and kind == ERROR and (self.pending or self.notes):
                 # An error with a null id answers the whole HTTP request (parse error, bad
                 # session, rejected batch): it ends every operation still waiting.
-                metrics.message("sent", kind, "")
+                metrics.message(("sent", kind, ""))
                 for op in self.ops:
                     if not op.done:
                         self._answer(op, msg, now)
                 self.pending.clear()
             else:
-                metrics.message("sent", kind, "")
+                metrics.message(("sent", kind, ""))
                 if self.http_method == "GET" and self.session_id is not None:
                     parked = mw.parked.take((self.session_id, key))
                     if parked is not None:
                         self._answer(parked, msg, now)
 
-    def _answer(self, op: _Operation, msg: JSONRPCMessage, now: float) -> None:
+    def _answer(
+        self,
+        op: _Operation,
+        msg: JSONRPCMessage,
+        now: float,
+        sent: tuple[str, str, str] | None = None,
+    ) -> None:
         mw = self.mw
-        self.answered_any = True
         error_type, code = _outcome(mw, op, msg)
         version = None
         if msg.kind == RESPONSE:
@@ -733,7 +734,7 @@ class _Exchange:
                         version = mw.metrics.version_label(negotiated)
                         if self.session_id is None:
                             self._session_version(version)
-        _record(mw, op, now, error_type, code, msg, version)
+        _record(mw, op, now, error_type, code, msg, version, sent)
 
     def _session_version(self, version: str) -> None:
         sessions = self.mw.sessions
@@ -799,7 +800,7 @@ class _Exchange:
             metrics = self.metrics
             status_label = str(status) if 100 <= status <= 599 else ""
             metrics.http_request(
-                metrics.http_method_label(self.http_method), status_label, now - self.start
+                (metrics.http_method_label(self.http_method), status_label), now - self.start
             )
             if self.session_id is not None:
                 self.mw.sessions.touch(self.session_id, now)

@@ -20,6 +20,9 @@ class ServerSentEvent(NamedTuple):
     id: bytes | None
 
 
+_new_event = tuple.__new__  # NamedTuple construction without its Python-level __new__
+
+
 class SSEDecoder:
     __slots__ = (
         "_parts",
@@ -90,8 +93,69 @@ class SSEDecoder:
                     start = 1
                 else:
                     lines[0] = b"".join(parts)
+            if self._first_line and start < len(lines):
+                self._first_line = False
+                if lines[start][:3] == _BOM:
+                    lines[start] = lines[start][3:]
+            cap = self.max_event_size
             for i in range(start, len(lines)):
-                self._line(lines[i], events)
+                line = lines[i]
+                if not line:
+                    # Dispatch.
+                    if self._skip_event:
+                        self._skip_event = False
+                    elif self._data:
+                        data = self._data
+                        events.append(
+                            _new_event(
+                                ServerSentEvent,
+                                (
+                                    self._event,
+                                    data[0] if len(data) == 1 else b"\n".join(data),
+                                    self._id,
+                                ),
+                            )
+                        )
+                        self._data = []
+                    self._data_size = 0
+                    self._event = b""
+                    continue
+                if line[:5] == b"data:":
+                    # The common line, sliced once.
+                    if self._skip_event:
+                        continue
+                    value = line[6:] if line[5:6] == b" " else line[5:]
+                    self._data_size += len(value) + 1
+                    if self._data_size > cap:
+                        self._drop_event()
+                        continue
+                    self._data.append(value)
+                    continue
+                if line[0] == 58:  # b":" - a comment (keep-alive pings)
+                    continue
+                colon = line.find(b":")
+                if colon == -1:
+                    field, value = line, b""
+                else:
+                    field = line[:colon]
+                    value = line[colon + 1 :]
+                    if value[:1] == b" ":
+                        value = value[1:]
+                if field == b"data":
+                    if self._skip_event:
+                        continue
+                    self._data_size += len(value) + 1
+                    if self._data_size > cap:
+                        self._drop_event()
+                        continue
+                    self._data.append(value)
+                elif field == b"event":
+                    self._event = value
+                elif field == b"id":
+                    if b"\x00" not in value:
+                        self._id = value
+                        self.last_event_id = value
+                # "retry" and unknown fields are ignored.
         if tail and not self._skip_line:
             if self._parts_size + len(tail) > self.max_event_size:
                 self._parts = []
@@ -109,45 +173,3 @@ class SSEDecoder:
         self._skip_event = True
         self._data = []
         self._data_size = 0
-
-    def _line(self, line: bytes, events: list[ServerSentEvent]) -> None:
-        if self._first_line:
-            self._first_line = False
-            if line[:3] == _BOM:
-                line = line[3:]
-        if not line:
-            # Dispatch.
-            if self._skip_event:
-                self._skip_event = False
-            elif self._data:
-                data = b"\n".join(self._data)
-                events.append(ServerSentEvent(self._event, data, self._id))
-            self._data = []
-            self._data_size = 0
-            self._event = b""
-            return
-        if line[:1] == b":":
-            return  # comment (keep-alive pings)
-        colon = line.find(b":")
-        if colon == -1:
-            field, value = line, b""
-        else:
-            field = line[:colon]
-            value = line[colon + 1 :]
-            if value[:1] == b" ":
-                value = value[1:]
-        if field == b"data":
-            if self._skip_event:
-                return
-            self._data_size += len(value) + 1
-            if self._data_size > self.max_event_size:
-                self._drop_event()
-                return
-            self._data.append(value)
-        elif field == b"event":
-            self._event = value
-        elif field == b"id":
-            if b"\x00" not in value:
-                self._id = value
-                self.last_event_id = value
-        # "retry" and unknown fields are ignored.

@@ -154,7 +154,8 @@ def test_dead_workers_live_gauges_are_cleaned(tmp_path: Path) -> None:
         "from prometheus_client import CollectorRegistry\n"
         "from mcp_metrics_middleware import MCPMetrics\n"
         "m = MCPMetrics(CollectorRegistry())\n"
-        "m.in_flight('tools/call', 'nap').inc(3)\n"
+        "for _ in range(3):\n"
+        "    m.start(('tools/call', 'nap'), ('received', 'request', 'tools/call'))\n"
         "m.session_started()\n"
     )
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp)}
@@ -168,5 +169,8 @@ def test_dead_workers_live_gauges_are_cleaned(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", check], env=env, check=True, cwd=ROOT,
                          capture_output=True, text=True).stdout
-    assert "mcp_server_operations_in_flight{" not in out or 'nap"} 3.0' not in out
+    assert 'gen_ai_tool_name="nap"' not in out  # the dead worker's in-flight gauge is gone
+    assert "mcp_server_sessions_active 1.0" not in out
+    # Counters of a dead worker are kept: they are history, not live state.
+    assert 'mcp_server_messages_total{direction="received"' in out
     assert not any(f.startswith("gauge_livesum") for f in os.listdir(mp))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+import pytest
+
 from mcp_metrics_middleware import MCPMetrics
 from mcp_metrics_middleware.config import KNOWN_METHODS, PARSE_ERROR_REASONS
+from mcp_metrics_middleware.metrics import _ClientStore
 
 EXPECTED = {
     "mcp_server_operation_duration_seconds": ("histogram", {
@@ -24,33 +27,59 @@ EXPECTED = {
 }
 
 
-def test_metric_names_types_and_labels() -> None:
+def exposed(registry: CollectorRegistry) -> dict[str, tuple[str, set[str]]]:
+    """Name -> (type, label names) of every family, read through the registry like a scrape."""
+    out = {}
+    for family in registry.collect():
+        labels: set[str] = set()
+        for sample in family.samples:
+            labels |= set(sample.labels) - {"le"}
+        out[family.name] = (family.type, labels)
+    return out
+
+
+def exercise(metrics: MCPMetrics) -> None:
+    """Touch every metric once so that every family has samples."""
+    metrics.start(("tools/call", "x"), ("received", "request", "tools/call"))
+    metrics.operation(("tools/call", "x"), ("tools/call", "x", "", "", "", ""), 0.1,
+                      ("tools/call", "x"), 10, 20)
+    metrics.message(("received", "request", "tools/call"))
+    metrics.http_request(("POST", "200"), 0.1)
+    metrics.session_started()
+    metrics.session_ended("2025-11-25", 1.0)
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_metric_names_types_and_labels(multiprocess: bool) -> None:
     registry = CollectorRegistry()
-    metrics = MCPMetrics(registry)
-    found = {}
-    for collector in (
-        metrics.operation_duration, metrics.operations_in_flight, metrics.session_duration,
-        metrics.sessions_active, metrics.messages, metrics.payload_bytes, metrics.http_duration,
-        metrics.parse_errors, metrics.label_overflow,
-    ):
-        found[collector._name] = (collector._type, set(collector._labelnames))
-    assert found == EXPECTED
-    assert metrics.operations_in_flight._multiprocess_mode == "livesum"
-    assert metrics.sessions_active._multiprocess_mode == "livesum"
+    metrics = MCPMetrics(registry, multiprocess=multiprocess)
+    exercise(metrics)
+    assert exposed(registry) == EXPECTED
+
+
+def test_multiprocess_gauges_sum_live_workers() -> None:
+    metrics = MCPMetrics(CollectorRegistry(), multiprocess=True)
+    store = metrics.store
+    assert isinstance(store, _ClientStore)
+    assert store.in_flight._multiprocess_mode == "livesum"
+    assert store.sessions_active._multiprocess_mode == "livesum"
 
 
 def bucket_bounds(registry: CollectorRegistry, family: str) -> list[str]:
     for metric in registry.collect():
         if metric.name == family:
-            return [s.labels["le"] for s in metric.samples if s.name.endswith("_bucket")]
+            bounds = []
+            for s in metric.samples:
+                if s.name.endswith("_bucket"):
+                    bounds.append(s.labels["le"])
+                    if s.labels["le"] == "+Inf":
+                        return bounds  # the first series is enough
     raise AssertionError(family)
 
 
 def test_buckets() -> None:
     registry = CollectorRegistry()
-    metrics = MCPMetrics(registry)
-    metrics.operation_duration.labels("ping", "", "", "", "", "").observe(0.001)
-    metrics.payload_bytes.labels("request", "", "").observe(1)
+    exercise(MCPMetrics(registry))
     assert bucket_bounds(registry, "mcp_server_operation_duration_seconds") == [
         "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1.0", "2.0", "5.0", "10.0",
         "30.0", "60.0", "120.0", "300.0", "+Inf"]
