@@ -20,6 +20,7 @@ class ServerSentEvent(NamedTuple):
     id: bytes | None
 
 
+_SDK_PREFIX = b"event: message\r\ndata: "
 _new_event = tuple.__new__  # NamedTuple construction without its Python-level __new__
 
 
@@ -63,6 +64,26 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []
         if not chunk:
+            return events
+        if (
+            chunk[:22] == _SDK_PREFIX
+            and chunk[-4:] == b"\r\n\r\n"
+            and not (self._parts or self._data or self._after_cr or self._skip_line)
+            and not self._skip_event
+            and chunk.find(b"\r", 22, -4) == -1
+            and chunk.find(b"\n", 22, -4) == -1
+        ):
+            # Fast path for the MCP SDKs' framing, one whole event per chunk:
+            # b"event: message\r\ndata: <json>\r\n\r\n". Same result as the general path.
+            self._first_line = False
+            self._skip_event = False
+            self._event = b""
+            self._data_size = 0
+            data = chunk[22:-4]
+            if len(data) + 1 > self.max_event_size:
+                self.oversized += 1
+                return events
+            events.append(_new_event(ServerSentEvent, (b"message", data, self._id)))
             return events
         if self._after_cr:
             self._after_cr = False

@@ -151,3 +151,18 @@ def test_random_chunking_never_changes_the_result(stream: bytes, data: st.DataOb
 def test_arbitrary_bytes_never_raise_and_match_reference(stream: bytes, data: st.DataObject) -> None:
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=8))
     assert decode_in_chunks(stream, cuts) == reference_decode(stream)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.binary(max_size=40),
+    before=st.sampled_from(
+        [b"", b"data: x", b"data: x\r", b"id: 3\r\n", b"\r\n", b"event: other\n", b"data: " + b"y" * 300]
+    ),
+)
+def test_sdk_fast_path_agrees_with_the_general_path(payload: bytes, before: bytes) -> None:
+    chunk = b"event: message\r\ndata: " + payload + b"\r\n\r\n"
+    fast = SSEDecoder(max_event_size=200)  # the long "before" line is an oversized event
+    fast_events = fast.feed(before) + fast.feed(chunk) + fast.feed(chunk)
+    expected = [e for e in reference_decode(before + chunk + chunk) if len(e.data) < 200]
+    assert fast_events == expected
