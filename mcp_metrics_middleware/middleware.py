@@ -7,6 +7,7 @@ decoding problem reach the app or the client.
 
 from __future__ import annotations
 
+import base64
 import time
 import zlib
 from collections import OrderedDict
@@ -329,6 +330,16 @@ def _outcome(mw: MCPMetricsMiddleware, op: _Operation, msg: JSONRPCMessage) -> t
     return "", ""
 
 
+def _header_value(value: str) -> str:
+    """Undo the ``=?base64?...?=`` wrapping MCP uses for non-ASCII ``mcp-name`` values."""
+    if value.startswith("=?base64?") and value.endswith("?="):
+        try:
+            return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return value
+    return value
+
+
 def _names(result: Any, key: str) -> list[Any]:
     if type(result) is dict:
         items = result.get(key)
@@ -569,7 +580,9 @@ class _Exchange:
         method = self.header_method
         assert method is not None
         method_label = metrics.method_label(method)
-        name = self.header_name if method in ("tools/call", "prompts/get") else None
+        name = None
+        if method in ("tools/call", "prompts/get") and self.header_name is not None:
+            name = _header_value(self.header_name)
         tool = (
             ""
             if name is None or method != "tools/call"

@@ -126,13 +126,13 @@ class SSEDecoder:
                     if self._skip_event:
                         self._skip_event = False
                     elif self._data:
-                        data = self._data
+                        pieces = self._data
                         events.append(
                             _new_event(
                                 ServerSentEvent,
                                 (
                                     self._event,
-                                    data[0] if len(data) == 1 else b"\n".join(data),
+                                    pieces[0] if len(pieces) == 1 else b"\n".join(pieces),
                                     self._id,
                                 ),
                             )
