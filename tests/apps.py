@@ -56,8 +56,12 @@ def sse_event(obj: Any, nl: bytes = b"\r\n", event: bytes | None = b"message") -
 
 
 def responder(
-    status: int, headers: Sequence[tuple[bytes, bytes]], chunks: Sequence[bytes], *,
-    read_body: bool = True, final_empty: bool = True,
+    status: int,
+    headers: Sequence[tuple[bytes, bytes]],
+    chunks: Sequence[bytes],
+    *,
+    read_body: bool = True,
+    final_empty: bool = True,
 ) -> Any:
     """An app that reads the body, then sends ``chunks`` (the last one with more_body=False)."""
 

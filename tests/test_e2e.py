@@ -83,29 +83,39 @@ async def test_every_outcome_is_recorded_exactly(
 
     # Progress notifications travel only on SSE streams: json_response drops them in both eras.
     progress_on_wire = not server["json_response"]
-    assert value(registry, "mcp_server_messages_total", direction="sent",
-                 message_type="notification",
-                 mcp_method_name="notifications/progress") == (2 if progress_on_wire else 0)
+    assert value(
+        registry,
+        "mcp_server_messages_total",
+        direction="sent",
+        message_type="notification",
+        mcp_method_name="notifications/progress",
+    ) == (2 if progress_on_wire else 0)
 
     stateful = mode == "legacy" and not server["stateless"]
     await anyio.to_thread.run_sync(
         lambda: wait_for(lambda: value(registry, "mcp_server_sessions_active") == 0)
     )
-    assert value(registry, "mcp_server_session_duration_seconds_count",
-                 mcp_protocol_version=LEGACY) == (1 if stateful else 0)
+    assert value(
+        registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version=LEGACY
+    ) == (1 if stateful else 0)
 
 
 @pytest.mark.anyio
 async def test_sessions_open_and_close(registry: CollectorRegistry, serve: Any) -> None:
     srv = serve(build_app(registry))
-    async with Client(srv.url + "/mcp", mode="legacy") as a, Client(srv.url + "/mcp", mode="legacy"):
+    async with (
+        Client(srv.url + "/mcp", mode="legacy") as a,
+        Client(srv.url + "/mcp", mode="legacy"),
+    ):
         assert value(registry, "mcp_server_sessions_active") == 2
         await a.list_tools()
     await anyio.to_thread.run_sync(
         lambda: wait_for(lambda: value(registry, "mcp_server_sessions_active") == 0)
     )
-    assert value(registry, "mcp_server_session_duration_seconds_count",
-                 mcp_protocol_version=LEGACY) == 2
+    assert (
+        value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version=LEGACY)
+        == 2
+    )
 
 
 @pytest.mark.anyio
@@ -177,8 +187,10 @@ async def test_many_interleaved_calls_keep_exact_counts(
     await anyio.to_thread.run_sync(lambda: wait_for(lambda: in_flight_total(registry) == 0))
     for version in (MODERN, LEGACY):
         assert op_count(registry, "tools/call", "sharpen_claw", version=version) == 4 * per_client
-        assert op_count(registry, "tools/call", "scratch_sofa", "tool_error",
-                        version=version) == 4 * per_client
+        assert (
+            op_count(registry, "tools/call", "scratch_sofa", "tool_error", version=version)
+            == 4 * per_client
+        )
 
 
 def test_rejected_requests_reach_the_transport_histogram(
@@ -190,26 +202,51 @@ def test_rejected_requests_reach_the_transport_histogram(
         # Missing content type: 400 text, no JSON-RPC body.
         assert http.post(url, content=b"{}").status_code == 400
         # Accept without text/event-stream: 406.
-        r = http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                      headers={"accept": "application/json"})
+        r = http.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            headers={"accept": "application/json"},
+        )
         assert r.status_code == 406
         # Unknown session: 404.
-        r = http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                      headers={"accept": "application/json, text/event-stream",
-                               "mcp-session-id": "deadbeef"})
+        r = http.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"accept": "application/json, text/event-stream", "mcp-session-id": "deadbeef"},
+        )
         assert r.status_code == 404
         # Wrong Host: 421.
         r = http.post(url, json={}, headers={"host": "evil.example"})
         assert r.status_code == 421
         # Invalid JSON: -32700, the caller's fault.
-        r = http.post(url, content=b"{nope", headers={
-            "content-type": "application/json", "accept": "application/json, text/event-stream"})
+        r = http.post(
+            url,
+            content=b"{nope",
+            headers={
+                "content-type": "application/json",
+                "accept": "application/json, text/event-stream",
+            },
+        )
         assert r.status_code == 400
     for status in ("400", "404", "406", "421"):
-        assert value(registry, "mcp_http_server_request_duration_seconds_count",
-                     http_request_method="POST", http_response_status_code=status) >= 1
-    assert value(registry, "mcp_http_server_request_duration_seconds_count",
-                 http_request_method="POST", http_response_status_code="400") == 2
+        assert (
+            value(
+                registry,
+                "mcp_http_server_request_duration_seconds_count",
+                http_request_method="POST",
+                http_response_status_code=status,
+            )
+            >= 1
+        )
+    assert (
+        value(
+            registry,
+            "mcp_http_server_request_duration_seconds_count",
+            http_request_method="POST",
+            http_response_status_code="400",
+        )
+        == 2
+    )
     # The two "{}" bodies were read by the app (and so tapped): valid JSON, not JSON-RPC.
     assert parse_errors(registry) == {"invalid_json": 1, "not_jsonrpc": 2}
     assert op_count(registry, "tools/list", "", "", "-32600") == 1  # session not found

@@ -10,8 +10,16 @@ from mcp_metrics_middleware.middleware import _header_value
 
 
 def test_kinds() -> None:
-    (req,), reason = decode(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nap"}}')
-    assert (req.kind, req.id, req.method, req.name, reason) == (REQUEST, 1, "tools/call", "nap", None)
+    (req,), reason = decode(
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nap"}}'
+    )
+    assert (req.kind, req.id, req.method, req.name, reason) == (
+        REQUEST,
+        1,
+        "tools/call",
+        "nap",
+        None,
+    )
     (note,), _ = decode(b'{"jsonrpc":"2.0","method":"notifications/progress"}')
     assert (note.kind, note.id) == (NOTIFICATION, None)
     (res,), _ = decode(b'{"jsonrpc":"2.0","id":"a","result":{"isError":true}}')
@@ -76,10 +84,21 @@ def test_decode_never_raises_on_bytes(payload: bytes) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["jsonrpc", "id", "method", "params", "result", "error", "name", "code"]),
-        children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                ["jsonrpc", "id", "method", "params", "result", "error", "name", "code"]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
     max_leaves=20,
 )
 

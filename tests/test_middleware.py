@@ -30,16 +30,49 @@ async def test_json_response_success(registry: CollectorRegistry) -> None:
     sent = await drive(app, scope(), CALL_BODY)
     assert sent[1]["body"] == body
     assert op_count(registry, "tools/call", "sharpen_claw") == 1
-    assert value(registry, "mcp_server_messages_total", direction="received",
-                 message_type="request", mcp_method_name="tools/call") == 1
-    assert value(registry, "mcp_server_messages_total", direction="sent",
-                 message_type="response", mcp_method_name="tools/call") == 1
-    assert value(registry, "mcp_server_operation_payload_bytes_sum", direction="request",
-                 mcp_method_name="tools/call", gen_ai_tool_name="sharpen_claw") == len(CALL_BODY)
-    assert value(registry, "mcp_server_operation_payload_bytes_sum", direction="response",
-                 mcp_method_name="tools/call", gen_ai_tool_name="sharpen_claw") == len(body)
-    assert value(registry, "mcp_http_server_request_duration_seconds_count",
-                 http_request_method="POST", http_response_status_code="200") == 1
+    assert (
+        value(
+            registry,
+            "mcp_server_messages_total",
+            direction="received",
+            message_type="request",
+            mcp_method_name="tools/call",
+        )
+        == 1
+    )
+    assert (
+        value(
+            registry,
+            "mcp_server_messages_total",
+            direction="sent",
+            message_type="response",
+            mcp_method_name="tools/call",
+        )
+        == 1
+    )
+    assert value(
+        registry,
+        "mcp_server_operation_payload_bytes_sum",
+        direction="request",
+        mcp_method_name="tools/call",
+        gen_ai_tool_name="sharpen_claw",
+    ) == len(CALL_BODY)
+    assert value(
+        registry,
+        "mcp_server_operation_payload_bytes_sum",
+        direction="response",
+        mcp_method_name="tools/call",
+        gen_ai_tool_name="sharpen_claw",
+    ) == len(body)
+    assert (
+        value(
+            registry,
+            "mcp_http_server_request_duration_seconds_count",
+            http_request_method="POST",
+            http_response_status_code="200",
+        )
+        == 1
+    )
     assert in_flight_total(registry) == 0
     assert parse_errors(registry) == {}
 
@@ -51,12 +84,24 @@ async def test_sse_framings_and_stream_endings(
     registry: CollectorRegistry, nl: bytes, coalesce: bool, final_empty: bool
 ) -> None:
     events = [
-        sse_event({"jsonrpc": "2.0", "method": "notifications/progress",
-                   "params": {"progressToken": 1, "progress": 1}}, nl),
+        sse_event(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/progress",
+                "params": {"progressToken": 1, "progress": 1},
+            },
+            nl,
+        ),
         # A server->client request whose id equals the client's: not the answer.
         sse_event(request(1, "elicitation/create", message="sure?"), nl),
-        sse_event({"jsonrpc": "2.0", "method": "notifications/message",
-                   "params": {"level": "info", "data": "x"}}, nl),
+        sse_event(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/message",
+                "params": {"level": "info", "data": "x"},
+            },
+            nl,
+        ),
         sse_event(result(1, content=[], isError=True), nl),
     ]
     chunks = [b"".join(events)] if coalesce else events
@@ -65,20 +110,32 @@ async def test_sse_framings_and_stream_endings(
     assert b"".join(m.get("body", b"") for m in sent[1:]) == b"".join(events)
     assert op_count(registry, "tools/call", "sharpen_claw", "tool_error") == 1
     assert total_ops(registry) == 1
-    for method, kind in [("notifications/progress", "notification"),
-                         ("notifications/message", "notification"),
-                         ("elicitation/create", "request")]:
-        assert value(registry, "mcp_server_messages_total", direction="sent",
-                     message_type=kind, mcp_method_name=method) == 1
+    for method, kind in [
+        ("notifications/progress", "notification"),
+        ("notifications/message", "notification"),
+        ("elicitation/create", "request"),
+    ]:
+        assert (
+            value(
+                registry,
+                "mcp_server_messages_total",
+                direction="sent",
+                message_type=kind,
+                mcp_method_name=method,
+            )
+            == 1
+        )
     assert parse_errors(registry) == {}
 
 
 async def test_sse_events_split_at_every_byte(registry: CollectorRegistry) -> None:
-    stream = b"".join([
-        b"id: 2-2\r\ndata: \r\nretry: 1500\r\n\r\n",
-        b": ping\r\n\r\n",
-        sse_event(result(1, content=[{"type": "text", "text": "ok"}])),
-    ])
+    stream = b"".join(
+        [
+            b"id: 2-2\r\ndata: \r\nretry: 1500\r\n\r\n",
+            b": ping\r\n\r\n",
+            sse_event(result(1, content=[{"type": "text", "text": "ok"}])),
+        ]
+    )
     chunks = [stream[i : i + 1] for i in range(len(stream))]
     app = mw(responder(200, SSE, chunks, final_empty=False), registry)
     await drive(app, scope(), CALL_BODY)
@@ -90,28 +147,43 @@ async def test_operation_ends_at_its_response_not_at_stream_end(
     registry: CollectorRegistry,
 ) -> None:
     clock = iter([0.0, 0.0, 0.5, 5.0, 50.0, 60.0, 70.0, 80.0])
-    app = mw(responder(200, SSE, [sse_event(result(1)), b": ping\r\n\r\n"],
-                       final_empty=True), registry)
+    app = mw(
+        responder(200, SSE, [sse_event(result(1)), b": ping\r\n\r\n"], final_empty=True), registry
+    )
     app.clock = lambda: next(clock)
     await drive(app, scope(), CALL_BODY)
     # start 0.0 (housekeeping also reads the clock); the result chunk went out at t=0.5.
-    assert value(registry, "mcp_server_operation_duration_seconds_sum", mcp_method_name="tools/call",
-                 gen_ai_tool_name="sharpen_claw", gen_ai_prompt_name="", error_type="",
-                 rpc_response_status_code="", mcp_protocol_version="") == 0.5
+    assert (
+        value(
+            registry,
+            "mcp_server_operation_duration_seconds_sum",
+            mcp_method_name="tools/call",
+            gen_ai_tool_name="sharpen_claw",
+            gen_ai_prompt_name="",
+            error_type="",
+            rpc_response_status_code="",
+            mcp_protocol_version="",
+        )
+        == 0.5
+    )
 
 
 async def test_batch_request_and_array_response(registry: CollectorRegistry) -> None:
-    batch = orjson.dumps([
-        request(1, "tools/list"),
-        request("a", "tools/call", name="sharpen_claw", arguments={}),
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        request(3, "prompts/get", name="mood"),
-    ])
-    answer = orjson.dumps([
-        result(1, tools=[{"name": "nap"}]),
-        error(3, -32602),
-        result("a", content=[], isError=False),
-    ])
+    batch = orjson.dumps(
+        [
+            request(1, "tools/list"),
+            request("a", "tools/call", name="sharpen_claw", arguments={}),
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            request(3, "prompts/get", name="mood"),
+        ]
+    )
+    answer = orjson.dumps(
+        [
+            result(1, tools=[{"name": "nap"}]),
+            error(3, -32602),
+            result("a", content=[], isError=False),
+        ]
+    )
     app = mw(responder(200, JSON, [answer], final_empty=False), registry)
     await drive(app, scope(), batch)
     assert op_count(registry, "tools/list") == 1
@@ -125,10 +197,14 @@ async def test_batch_request_and_array_response(registry: CollectorRegistry) -> 
 
 async def test_tools_list_teaches_names(registry: CollectorRegistry) -> None:
     listing = orjson.dumps(result(1, tools=[{"name": "nap"}, {"name": "hiss"}]))
-    app = MCPMetricsMiddleware(responder(200, JSON, [listing], final_empty=False), registry=registry)
+    app = MCPMetricsMiddleware(
+        responder(200, JSON, [listing], final_empty=False), registry=registry
+    )
     call = orjson.dumps(request(2, "tools/call", name="nap", arguments={}))
     failed = orjson.dumps(result(2, content=[], isError=True))
-    app2 = MCPMetricsMiddleware(responder(200, JSON, [failed], final_empty=False), registry=registry)
+    app2 = MCPMetricsMiddleware(
+        responder(200, JSON, [failed], final_empty=False), registry=registry
+    )
     await drive(app2, scope(), call)
     assert op_count(registry, "tools/call", "_OTHER", "tool_error") == 1
     await drive(app, scope(), orjson.dumps(request(1, "tools/list")))
@@ -170,9 +246,13 @@ async def test_error_codes(
 async def test_error_codes_are_capped(registry: CollectorRegistry) -> None:
     for i in range(40):
         body = orjson.dumps(error(1, -31000 - i))
-        await drive(mw(responder(200, JSON, [body], final_empty=False), registry), scope(), CALL_BODY)
+        await drive(
+            mw(responder(200, JSON, [body], final_empty=False), registry), scope(), CALL_BODY
+        )
     assert total_ops(registry, rpc_response_status_code="_OTHER") == 8  # 40 - cap of 32
-    assert value(registry, "mcp_metrics_label_overflow_total", label="rpc_response_status_code") == 8
+    assert (
+        value(registry, "mcp_metrics_label_overflow_total", label="rpc_response_status_code") == 8
+    )
 
 
 @pytest.mark.parametrize(
@@ -181,12 +261,21 @@ async def test_error_codes_are_capped(registry: CollectorRegistry) -> None:
 async def test_http_errors_without_jsonrpc_body(
     registry: CollectorRegistry, status: int, error_type: str
 ) -> None:
-    app = mw(responder(status, [(b"content-type", b"text/plain")], [b"nope"],
-                       final_empty=False), registry)
+    app = mw(
+        responder(status, [(b"content-type", b"text/plain")], [b"nope"], final_empty=False),
+        registry,
+    )
     await drive(app, scope(), CALL_BODY)
     assert op_count(registry, "tools/call", "sharpen_claw", error_type) == 1
-    assert value(registry, "mcp_http_server_request_duration_seconds_count",
-                 http_request_method="POST", http_response_status_code=str(status)) == 1
+    assert (
+        value(
+            registry,
+            "mcp_http_server_request_duration_seconds_count",
+            http_request_method="POST",
+            http_response_status_code=str(status),
+        )
+        == 1
+    )
 
 
 async def test_null_id_error_ends_every_operation(registry: CollectorRegistry) -> None:
@@ -205,17 +294,36 @@ async def test_notification_ends_at_202(registry: CollectorRegistry) -> None:
     # A client-sent response (elicitation reply) is a message, not an operation.
     await drive(app, scope(), orjson.dumps(result(1, action="accept")))
     assert total_ops(registry) == 1
-    assert value(registry, "mcp_server_messages_total", direction="received",
-                 message_type="response", mcp_method_name="") == 1
+    assert (
+        value(
+            registry,
+            "mcp_server_messages_total",
+            direction="received",
+            message_type="response",
+            mcp_method_name="",
+        )
+        == 1
+    )
 
 
 async def test_modern_headers_name_the_operation_when_body_is_unread(
     registry: CollectorRegistry,
 ) -> None:
-    app = mw(responder(413, [(b"content-type", b"text/plain")], [b"Request body too large"],
-                       read_body=False, final_empty=False), registry)
-    headers = [(b"mcp-protocol-version", b"2026-07-28"), (b"mcp-method", b"tools/call"),
-               (b"mcp-name", b"sharpen_claw")]
+    app = mw(
+        responder(
+            413,
+            [(b"content-type", b"text/plain")],
+            [b"Request body too large"],
+            read_body=False,
+            final_empty=False,
+        ),
+        registry,
+    )
+    headers = [
+        (b"mcp-protocol-version", b"2026-07-28"),
+        (b"mcp-method", b"tools/call"),
+        (b"mcp-name", b"sharpen_claw"),
+    ]
     await drive(app, scope(headers=headers), b"x" * 100)
     assert op_count(registry, "tools/call", "sharpen_claw", version="2026-07-28") == 1
 
@@ -232,9 +340,15 @@ async def test_stream_that_ends_on_disconnect_is_cancelled(registry: CollectorRe
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "http.response.start", "status": 200, "headers": SSE})
-        await send({"type": "http.response.body", "body": sse_event(
-            {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}),
-            "more_body": True})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": sse_event(
+                    {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}
+                ),
+                "more_body": True,
+            }
+        )
         message = await receive()
         assert message["type"] == "http.disconnect"
 
@@ -250,8 +364,15 @@ async def test_modern_cancellation_no_response_start(registry: CollectorRegistry
 
     await drive(mw(app, registry), scope(), CALL_BODY)
     assert op_count(registry, "tools/call", "sharpen_claw", "cancelled") == 1
-    assert value(registry, "mcp_http_server_request_duration_seconds_count",
-                 http_request_method="POST", http_response_status_code="") == 1
+    assert (
+        value(
+            registry,
+            "mcp_http_server_request_duration_seconds_count",
+            http_request_method="POST",
+            http_response_status_code="",
+        )
+        == 1
+    )
 
 
 class Boom(Exception):
@@ -265,7 +386,9 @@ async def test_app_exception_propagates_unchanged(registry: CollectorRegistry, s
         if stage != "before_start":
             await send({"type": "http.response.start", "status": 200, "headers": SSE})
         if stage == "mid_stream":
-            await send({"type": "http.response.body", "body": b"data: {\"jsonrpc\"", "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": b'data: {"jsonrpc"', "more_body": True}
+            )
         raise Boom("original")
 
     with pytest.raises(Boom, match="original"):
@@ -274,8 +397,15 @@ async def test_app_exception_propagates_unchanged(registry: CollectorRegistry, s
     assert total_ops(registry) == 1
     assert in_flight_total(registry) == 0
     status = "500" if stage == "before_start" else "200"
-    assert value(registry, "mcp_http_server_request_duration_seconds_count",
-                 http_request_method="POST", http_response_status_code=status) == 1
+    assert (
+        value(
+            registry,
+            "mcp_http_server_request_duration_seconds_count",
+            http_request_method="POST",
+            http_response_status_code=status,
+        )
+        == 1
+    )
 
 
 async def test_send_raising_is_cancelled_and_propagates(registry: CollectorRegistry) -> None:
@@ -384,8 +514,11 @@ async def test_metrics_endpoint(registry: CollectorRegistry) -> None:
 
 
 async def test_metrics_path_disabled_passes_to_app(registry: CollectorRegistry) -> None:
-    app = mw(responder(200, JSON, [b"{}"], read_body=False, final_empty=False), registry,
-             metrics_path=None)
+    app = mw(
+        responder(200, JSON, [b"{}"], read_body=False, final_empty=False),
+        registry,
+        metrics_path=None,
+    )
     sent = await drive(app, scope("GET", "/metrics"))
     assert sent[1]["body"] == b"{}"
 
@@ -422,8 +555,15 @@ async def test_subscriptions_listen_ends_with_its_stream(registry: CollectorRegi
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "http.response.start", "status": 200, "headers": SSE})
-        await send({"type": "http.response.body", "more_body": True, "body": sse_event(
-            {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged"})})
+        await send(
+            {
+                "type": "http.response.body",
+                "more_body": True,
+                "body": sse_event(
+                    {"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged"}
+                ),
+            }
+        )
         assert (await receive())["type"] == "http.disconnect"
 
     body = orjson.dumps(request(5, "subscriptions/listen", notifications={}))

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -46,7 +45,11 @@ def start_server(cmd: list[str], tmp_path: Path, port: int) -> subprocess.Popen[
     mp.mkdir()
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp), "DEMO_STATELESS": "1"}
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     deadline = time.monotonic() + 30
@@ -99,13 +102,29 @@ def check_exact_counts(port: int) -> None:
     for _ in range(4):
         samples = scrape(url + "/metrics")
         # sharpen_claw succeeds, so every worker vouches for its name on first use.
-        assert ops(samples, mcp_method_name="tools/call", gen_ai_tool_name="sharpen_claw",
-                   error_type="") == total
+        assert (
+            ops(
+                samples,
+                mcp_method_name="tools/call",
+                gen_ai_tool_name="sharpen_claw",
+                error_type="",
+            )
+            == total
+        )
         # A hallucinated tool: tool_error, folded into _OTHER.
-        assert ops(samples, mcp_method_name="tools/call", gen_ai_tool_name="_OTHER",
-                   error_type="tool_error") == total
+        assert (
+            ops(
+                samples,
+                mcp_method_name="tools/call",
+                gen_ai_tool_name="_OTHER",
+                error_type="tool_error",
+            )
+            == total
+        )
         assert ops(samples, mcp_method_name="tools/call") == 2 * total
-        in_flight = sum(v for (n, _), v in samples.items() if n == "mcp_server_operations_in_flight")
+        in_flight = sum(
+            v for (n, _), v in samples.items() if n == "mcp_server_operations_in_flight"
+        )
         assert in_flight == 0
         assert samples[("cat_claw_level_count", frozenset())] == total
 
@@ -117,8 +136,21 @@ def port() -> int:
 
 @pytest.mark.slow
 def test_uvicorn_two_workers(tmp_path: Path, port: int) -> None:
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "demo.server:build_app",
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "demo.server:build_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--log-level",
+        "warning",
+    ]
     proc = start_server(cmd, tmp_path, port)
     try:
         check_exact_counts(port)
@@ -135,9 +167,22 @@ def test_gunicorn_uvicorn_workers(tmp_path: Path, port: int) -> None:
     pytest.importorskip("gunicorn")
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text("from mcp_metrics_middleware.multiprocess import child_exit  # noqa: F401\n")
-    cmd = [sys.executable, "-m", "gunicorn", "-c", str(conf), "-w", "2",
-           "-k", "uvicorn.workers.UvicornWorker", "-b", f"127.0.0.1:{port}",
-           "--log-level", "warning", "demo.server:build_app()"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(conf),
+        "-w",
+        "2",
+        "-k",
+        "uvicorn.workers.UvicornWorker",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        "demo.server:build_app()",
+    ]
     proc = start_server(cmd, tmp_path, port)
     try:
         check_exact_counts(port)
@@ -167,8 +212,9 @@ def test_dead_workers_live_gauges_are_cleaned(tmp_path: Path) -> None:
         "body, _ = render(CollectorRegistry(), None, None)\n"
         "print(body.decode())\n"
     )
-    out = subprocess.run([sys.executable, "-c", check], env=env, check=True, cwd=ROOT,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", check], env=env, check=True, cwd=ROOT, capture_output=True, text=True
+    ).stdout
     assert 'gen_ai_tool_name="nap"' not in out  # the dead worker's in-flight gauge is gone
     assert "mcp_server_sessions_active 1.0" not in out
     # Counters of a dead worker are kept: they are history, not live state.

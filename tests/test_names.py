@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
-
 import pytest
+from prometheus_client import CollectorRegistry
 
 from mcp_metrics_middleware import MCPMetrics
 from mcp_metrics_middleware.config import KNOWN_METHODS, PARSE_ERROR_REASONS
 from mcp_metrics_middleware.metrics import _ClientStore
 
 EXPECTED = {
-    "mcp_server_operation_duration_seconds": ("histogram", {
-        "mcp_method_name", "gen_ai_tool_name", "gen_ai_prompt_name", "error_type",
-        "rpc_response_status_code", "mcp_protocol_version"}),
+    "mcp_server_operation_duration_seconds": (
+        "histogram",
+        {
+            "mcp_method_name",
+            "gen_ai_tool_name",
+            "gen_ai_prompt_name",
+            "error_type",
+            "rpc_response_status_code",
+            "mcp_protocol_version",
+        },
+    ),
     "mcp_server_operations_in_flight": ("gauge", {"mcp_method_name", "gen_ai_tool_name"}),
     "mcp_server_session_duration_seconds": ("histogram", {"mcp_protocol_version"}),
     "mcp_server_sessions_active": ("gauge", set()),
     "mcp_server_messages": ("counter", {"direction", "message_type", "mcp_method_name"}),
-    "mcp_server_operation_payload_bytes": ("histogram", {
-        "direction", "mcp_method_name", "gen_ai_tool_name"}),
-    "mcp_http_server_request_duration_seconds": ("histogram", {
-        "http_request_method", "http_response_status_code"}),
+    "mcp_server_operation_payload_bytes": (
+        "histogram",
+        {"direction", "mcp_method_name", "gen_ai_tool_name"},
+    ),
+    "mcp_http_server_request_duration_seconds": (
+        "histogram",
+        {"http_request_method", "http_response_status_code"},
+    ),
     "mcp_metrics_parse_errors": ("counter", {"reason"}),
     "mcp_metrics_label_overflow": ("counter", {"label"}),
 }
@@ -41,8 +52,9 @@ def exposed(registry: CollectorRegistry) -> dict[str, tuple[str, set[str]]]:
 def exercise(metrics: MCPMetrics) -> None:
     """Touch every metric once so that every family has samples."""
     metrics.start(("tools/call", "x"), ("received", "request", "tools/call"))
-    metrics.operation(("tools/call", "x"), ("tools/call", "x", "", "", "", ""), 0.1,
-                      ("tools/call", "x"), 10, 20)
+    metrics.operation(
+        ("tools/call", "x"), ("tools/call", "x", "", "", "", ""), 0.1, ("tools/call", "x"), 10, 20
+    )
     metrics.message(("received", "request", "tools/call"))
     metrics.http_request(("POST", "200"), 0.1)
     metrics.session_started()
@@ -81,11 +93,35 @@ def test_buckets() -> None:
     registry = CollectorRegistry()
     exercise(MCPMetrics(registry))
     assert bucket_bounds(registry, "mcp_server_operation_duration_seconds") == [
-        "0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1.0", "2.0", "5.0", "10.0",
-        "30.0", "60.0", "120.0", "300.0", "+Inf"]
+        "0.01",
+        "0.02",
+        "0.05",
+        "0.1",
+        "0.2",
+        "0.5",
+        "1.0",
+        "2.0",
+        "5.0",
+        "10.0",
+        "30.0",
+        "60.0",
+        "120.0",
+        "300.0",
+        "+Inf",
+    ]
     assert bucket_bounds(registry, "mcp_server_operation_payload_bytes") == [
-        "64.0", "256.0", "1024.0", "4096.0", "16384.0", "65536.0", "262144.0", "1.048576e+06",
-        "4.194304e+06", "1.6777216e+07", "+Inf"]
+        "64.0",
+        "256.0",
+        "1024.0",
+        "4096.0",
+        "16384.0",
+        "65536.0",
+        "262144.0",
+        "1.048576e+06",
+        "4.194304e+06",
+        "1.6777216e+07",
+        "+Inf",
+    ]
 
 
 def test_closed_sets_are_preinitialised() -> None:
@@ -97,7 +133,16 @@ def test_closed_sets_are_preinitialised() -> None:
 
 
 def test_known_methods_cover_every_revision() -> None:
-    for method in ("initialize", "ping", "tools/call", "server/discover", "subscriptions/listen",
-                   "notifications/subscriptions/acknowledged", "sampling/createMessage",
-                   "elicitation/create", "completion/complete", "resources/templates/list"):
+    for method in (
+        "initialize",
+        "ping",
+        "tools/call",
+        "server/discover",
+        "subscriptions/listen",
+        "notifications/subscriptions/acknowledged",
+        "sampling/createMessage",
+        "elicitation/create",
+        "completion/complete",
+        "resources/templates/list",
+    ):
         assert method in KNOWN_METHODS

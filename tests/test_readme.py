@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def quickstart_source() -> str:
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- quickstart: begin -->\n```python\n(.*?)```\n<!-- quickstart: end -->",
-                      readme, re.S)
+    block = re.search(
+        r"<!-- quickstart: begin -->\n```python\n(.*?)```\n<!-- quickstart: end -->", readme, re.S
+    )
     assert block, "quickstart block missing from README.md"
     return block.group(1)
 
@@ -30,9 +31,13 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
     port = free_port()
     source = quickstart_source().replace("port=8000", f"port={port}")
     (tmp_path / "server.py").write_text(source)
-    proc = subprocess.Popen([sys.executable, "server.py"], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "server.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
@@ -50,10 +55,12 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
 
         anyio.run(call)
         text = httpx.get(url + "/metrics").text
-        expected = ('mcp_server_operation_duration_seconds_count{error_type="",'
-                    'gen_ai_prompt_name="",gen_ai_tool_name="sharpen_claw",'
-                    'mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",'
-                    'rpc_response_status_code=""} 1.0')
+        expected = (
+            'mcp_server_operation_duration_seconds_count{error_type="",'
+            'gen_ai_prompt_name="",gen_ai_tool_name="sharpen_claw",'
+            'mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",'
+            'rpc_response_status_code=""} 1.0'
+        )
         assert expected in text
         assert expected in (ROOT / "README.md").read_text()
     finally:

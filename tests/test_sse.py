@@ -91,7 +91,7 @@ def test_crlf_split_between_chunks_is_one_line_ending() -> None:
 
 def test_pending_reports_a_truncated_event() -> None:
     decoder = SSEDecoder()
-    decoder.feed(b"data: {\"id\":1")
+    decoder.feed(b'data: {"id":1')
     assert decoder.pending
     decoder.feed(b"}\n\n")
     assert not decoder.pending
@@ -123,10 +123,26 @@ def test_buffer_stays_bounded_for_a_huge_line() -> None:
 
 line_endings = st.sampled_from([b"\n", b"\r\n", b"\r"])
 field_lines = st.one_of(
-    st.builds(lambda v: b"data: " + v, st.binary(max_size=20).filter(lambda b: b"\r" not in b and b"\n" not in b)),
+    st.builds(
+        lambda v: b"data: " + v,
+        st.binary(max_size=20).filter(lambda b: b"\r" not in b and b"\n" not in b),
+    ),
     st.builds(lambda v: b"data:" + v, st.sampled_from([b"", b"x", b" two spaces"])),
-    st.sampled_from([b"event: message", b"event:other", b"id: 1", b"id: 2-2", b"retry: 1500",
-                     b": ping", b":", b"data", b"", b"", b"unknown: field"]),
+    st.sampled_from(
+        [
+            b"event: message",
+            b"event:other",
+            b"id: 1",
+            b"id: 2-2",
+            b"retry: 1500",
+            b": ping",
+            b":",
+            b"data",
+            b"",
+            b"",
+            b"unknown: field",
+        ]
+    ),
 )
 
 
@@ -148,7 +164,9 @@ def test_random_chunking_never_changes_the_result(stream: bytes, data: st.DataOb
 
 @settings(max_examples=300, deadline=None)
 @given(stream=st.binary(max_size=300), data=st.data())
-def test_arbitrary_bytes_never_raise_and_match_reference(stream: bytes, data: st.DataObject) -> None:
+def test_arbitrary_bytes_never_raise_and_match_reference(
+    stream: bytes, data: st.DataObject
+) -> None:
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=8))
     assert decode_in_chunks(stream, cuts) == reference_decode(stream)
 
@@ -157,7 +175,15 @@ def test_arbitrary_bytes_never_raise_and_match_reference(stream: bytes, data: st
 @given(
     payload=st.binary(max_size=40),
     before=st.sampled_from(
-        [b"", b"data: x", b"data: x\r", b"id: 3\r\n", b"\r\n", b"event: other\n", b"data: " + b"y" * 300]
+        [
+            b"",
+            b"data: x",
+            b"data: x\r",
+            b"id: 3\r\n",
+            b"\r\n",
+            b"event: other\n",
+            b"data: " + b"y" * 300,
+        ]
     ),
 )
 def test_sdk_fast_path_agrees_with_the_general_path(payload: bytes, before: bytes) -> None:
