@@ -375,6 +375,7 @@ class _Exchange:
     complete = False
     disconnected = False
     send_failed = False
+    new_session: str | None = None  # the session this exchange's initialize opened
 
     def __init__(
         self, mw: MCPMetricsMiddleware, scope: Scope, receive: Receive, send: Send
@@ -565,7 +566,8 @@ class _Exchange:
         if status < 400 and new_session is not None and session_id is None:
             for op in self.ops:
                 if op.method == "initialize":
-                    mw.sessions.start(new_session.decode("latin-1"), now)
+                    self.new_session = new_session.decode("latin-1")
+                    mw.sessions.start(self.new_session, now)
                     break
         if session_id is not None:
             if status == 404 or (self.http_method == "DELETE" and 200 <= status < 300):
@@ -717,11 +719,14 @@ class _Exchange:
                         self._answer(op, msg, now)
                 self.pending.clear()
             else:
-                metrics.message(("sent", kind, ""))
-                if self.http_method == "GET" and self.session_id is not None:
+                parked = None
+                if self.session_id is not None and mw.parked.table:
+                    # A response replayed on the session's GET stream (resumability).
                     parked = mw.parked.take((self.session_id, key))
-                    if parked is not None:
-                        self._answer(parked, msg, now)
+                if parked is not None:
+                    self._answer(parked, msg, now, ("sent", kind, parked.method_label))
+                else:
+                    metrics.message(("sent", kind, ""))
 
     def _answer(
         self,
@@ -745,18 +750,9 @@ class _Exchange:
                     negotiated = result.get("protocolVersion")
                     if type(negotiated) is str:
                         version = mw.metrics.version_label(negotiated)
-                        if self.session_id is None:
-                            self._session_version(version)
+                        if self.new_session is not None:
+                            mw.sessions.set_version(self.new_session, version)
         _record(mw, op, now, error_type, code, msg, version, sent)
-
-    def _session_version(self, version: str) -> None:
-        sessions = self.mw.sessions
-        # The session was opened by this exchange's response start: it is the newest entry.
-        if sessions.table:
-            newest = next(reversed(sessions.table))
-            entry = sessions.table[newest]
-            if not entry[2]:
-                entry[2] = version
 
     # -- the end of the exchange ----------------------------------------------------------
 

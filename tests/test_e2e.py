@@ -228,6 +228,19 @@ def test_rejected_requests_reach_the_transport_histogram(
             },
         )
         assert r.status_code == 400
+    # The transport histogram is recorded when the app returns, just after the client got
+    # its response.
+    wait_for(
+        lambda: (
+            value(
+                registry,
+                "mcp_http_server_request_duration_seconds_count",
+                http_request_method="POST",
+                http_response_status_code="400",
+            )
+            == 2
+        )
+    )
     for status in ("400", "404", "406", "421"):
         assert (
             value(
