@@ -146,6 +146,7 @@ async def test_tools_list_teaches_tool_names(registry: CollectorRegistry, serve:
         assert (await client.call_tool("nap", {"seconds": "zzz"})).is_error
         await client.list_tools()
         assert (await client.call_tool("nap", {"seconds": "zzz"})).is_error
+    await anyio.to_thread.run_sync(lambda: wait_for(lambda: in_flight_total(registry) == 0))
     assert op_count(registry, "tools/call", "_OTHER", "tool_error", version=MODERN) == 1
     assert op_count(registry, "tools/call", "nap", "tool_error", version=MODERN) == 1
 

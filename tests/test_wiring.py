@@ -15,7 +15,8 @@ from starlette.routing import Mount
 
 from mcp_metrics_middleware import MCPMetricsMiddleware
 from tests.catserver import build_server
-from tests.helpers import op_count, value
+from tests.conftest import wait_for
+from tests.helpers import in_flight_total, op_count, value
 
 pytestmark = pytest.mark.anyio
 
@@ -27,6 +28,8 @@ async def call_once(url: str) -> None:
 
 
 def assert_recorded(registry: CollectorRegistry) -> None:
+    # The last answer is recorded just after it was handed to the server: let that finish.
+    wait_for(lambda: in_flight_total(registry) == 0)
     assert op_count(registry, "tools/list", version="2026-07-28") == 1
     assert op_count(registry, "tools/call", "sharpen_claw", version="2026-07-28") == 1
 
