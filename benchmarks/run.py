@@ -1,0 +1,98 @@
+"""``make bench``: in-process, network and stream benchmarks; one table, one JSON file.
+
+    python -m benchmarks.run            # full run, a few minutes
+    python -m benchmarks.run --quick    # under a minute
+    python -m benchmarks.run --smoke    # seconds; every row, meaningless numbers (tests)
+
+Writes benchmarks/results/latest.json unless --output says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import inprocess, network, report, streams
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+SECTIONS = ("in-process", "network", "streams")
+
+MODES: dict[str, dict[str, Any]] = {
+    "full": {
+        "in-process": dict(
+            stub_rounds=21, stub_iterations=2000, real_rounds=15, real_iterations=150
+        ),
+        "network": dict(rounds=5, duration=5.0, warmup=2.0, connections=8),
+        "streams": dict(events=10_000, json_mb=20, under_cap_mb=4, rounds=7, iterations=3),
+    },
+    "quick": {
+        "in-process": dict(stub_rounds=7, stub_iterations=500, real_rounds=5, real_iterations=30),
+        "network": dict(rounds=1, duration=2.0, warmup=1.0, connections=8),
+        "streams": dict(events=10_000, json_mb=20, under_cap_mb=4, rounds=3, iterations=1),
+    },
+    "smoke": {
+        "in-process": dict(stub_rounds=2, stub_iterations=20, real_rounds=2, real_iterations=3),
+        "network": dict(rounds=1, duration=1.0, warmup=1.0, connections=4),
+        "streams": dict(events=200, json_mb=1, under_cap_mb=0.5, rounds=1, iterations=1),
+    },
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="under a minute")
+    mode.add_argument("--smoke", action="store_true", help="tiny: checks every row is produced")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument(
+        "--only", choices=SECTIONS, action="append", help="run only this section (repeatable)"
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    mode_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    params = MODES[mode_name]
+    sections = args.only or list(SECTIONS)
+
+    def progress(message: str) -> None:
+        if not args.quiet:
+            print(f"  ... {message}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    if "in-process" in sections:
+        rows += asyncio.run(inprocess.run(**params["in-process"], progress=progress))
+    if "network" in sections:
+        rows += network.run(**params["network"], progress=progress)
+    if "streams" in sections:
+        rows += asyncio.run(streams.run(**params["streams"], progress=progress))
+    elapsed = time.perf_counter() - started
+
+    meta = report.machine()
+    meta.update(
+        mode=mode_name,
+        parameters={s: params[s] for s in sections},
+        load_generator=network.load_generator() if "network" in sections else None,
+        seconds=round(elapsed, 1),
+    )
+    print(
+        f"mcp-metrics-middleware benchmark ({mode_name}), {meta['date']}, "
+        f"{meta['nproc']} x {meta['cpu']}, Python {meta['python']}, "
+        f"load: {meta['load_generator'] or '-'}, {elapsed:.0f} s"
+    )
+    print(report.table(rows, markdown=args.markdown))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(args.output)
+    print(f"written: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
