@@ -1,0 +1,468 @@
+"""``mcp-metrics top URL``: a terminal view of an MCP server's ``/metrics``, without Grafana.
+
+It scrapes any Prometheus endpoint that carries the MCP metrics (this package's, or another
+server's that follows the same OpenTelemetry-derived names) every few seconds and redraws one row
+per (method, tool or prompt): calls per second, error percentage split by ``error_type``, and
+p50/p95/p99 latency estimated from the histogram buckets the way Prometheus'
+``histogram_quantile`` does, plus requests in flight and active sessions.
+
+Rates, error shares and quantiles cover the window between the last two scrapes (bucket deltas,
+as ``histogram_quantile(q, rate(...[window]))`` would); the first frame, which has no previous
+scrape, falls back to the cumulative totals since the server started.
+
+Only the standard library and ``prometheus_client`` are used. The pure parts
+(:func:`bucket_quantile`, :func:`parse_snapshot`, :func:`compute_rows`, :func:`render`) do no I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from typing import TextIO
+
+from prometheus_client.parser import text_string_to_metric_families
+
+DURATION = "mcp_server_operation_duration_seconds"
+IN_FLIGHT = "mcp_server_operations_in_flight"
+SESSIONS_ACTIVE = "mcp_server_sessions_active"
+QUANTILES = (0.5, 0.95, 0.99)
+DEFAULT_INTERVAL = 2.0
+DEFAULT_TIMEOUT = 5.0
+
+Key = tuple[str, str]  # (mcp_method_name, tool or prompt name)
+
+
+class ScrapeError(Exception):
+    """The endpoint could not be scraped; ``str()`` is a one-line reason."""
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def bucket_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
+    """Estimate the ``q`` quantile from cumulative histogram buckets, as PromQL does.
+
+    ``buckets`` holds ``(upper_bound, cumulative_count)`` pairs in any order and must include the
+    ``+Inf`` bucket. The rank is located in its bucket and interpolated linearly inside it, the
+    first bucket starting at 0. A rank in the ``+Inf`` bucket returns the highest finite bound.
+    NaN when there is nothing to estimate (no ``+Inf`` bucket, fewer than two buckets, no
+    observations).
+    """
+    # See: https://github.com/prometheus/prometheus/blob/main/promql/quantile.go (bucketQuantile)
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    ordered = sorted(buckets)
+    if not ordered or not math.isinf(ordered[-1][0]):
+        return math.nan
+    # Coalesce duplicate bounds, then force the counts monotonic (a scrape racing an observation,
+    # or a delta across a partial counter reset, can break monotonicity by a little).
+    merged: list[list[float]] = []
+    for bound, count in ordered:
+        if merged and merged[-1][0] == bound:
+            merged[-1][1] += count
+        else:
+            merged.append([bound, count])
+    highest = -math.inf
+    for entry in merged:
+        highest = max(highest, entry[1])
+        entry[1] = highest
+    if len(merged) < 2:
+        return math.nan
+    observations = merged[-1][1]
+    if observations <= 0:
+        return math.nan
+    rank = q * observations
+    b = next((i for i in range(len(merged) - 1) if merged[i][1] >= rank), len(merged) - 1)
+    if b == len(merged) - 1:
+        return merged[-2][0]
+    if b == 0 and merged[0][0] <= 0:
+        return merged[0][0]
+    start, end, count = 0.0, merged[b][0], merged[b][1]
+    if b > 0:
+        start = merged[b - 1][0]
+        count -= merged[b - 1][1]
+        rank -= merged[b - 1][1]
+    if count <= 0:  # only when q == 0 and the first bucket is empty (0/0 in PromQL)
+        return math.nan
+    return start + (end - start) * (rank / count)
+
+
+@dataclasses.dataclass
+class OpTotals:
+    """Cumulative counters of one (method, name), summed over its other label values."""
+
+    buckets: dict[float, float] = dataclasses.field(default_factory=dict)  # le -> count
+    by_error: dict[str, float] = dataclasses.field(default_factory=dict)  # error_type -> count
+
+    @property
+    def count(self) -> float:
+        return sum(self.by_error.values())
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """What one scrape said, reduced to what the view shows."""
+
+    taken_at: float
+    ops: dict[Key, OpTotals]
+    in_flight: dict[Key, float]
+    sessions_active: float | None
+    has_mcp_metrics: bool
+
+
+def parse_snapshot(text: str, taken_at: float = 0.0) -> Snapshot:
+    """Reduce Prometheus text exposition to a :class:`Snapshot`; ``ValueError`` on bad input."""
+    ops: dict[Key, OpTotals] = {}
+    in_flight: dict[Key, float] = {}
+    sessions: float | None = None
+    found = False
+    for family in text_string_to_metric_families(text):
+        if family.name == DURATION:
+            found = True
+            for sample in family.samples:
+                labels = sample.labels
+                key = (
+                    labels.get("mcp_method_name", ""),
+                    labels.get("gen_ai_tool_name", "") or labels.get("gen_ai_prompt_name", ""),
+                )
+                if sample.name == DURATION + "_bucket":
+                    le = float(labels.get("le", "nan"))
+                    if math.isnan(le):
+                        continue
+                    totals = ops.setdefault(key, OpTotals())
+                    totals.buckets[le] = totals.buckets.get(le, 0.0) + sample.value
+                elif sample.name == DURATION + "_count":
+                    error_type = labels.get("error_type", "")
+                    totals = ops.setdefault(key, OpTotals())
+                    totals.by_error[error_type] = (
+                        totals.by_error.get(error_type, 0.0) + sample.value
+                    )
+        elif family.name == IN_FLIGHT:
+            found = True
+            for sample in family.samples:
+                labels = sample.labels
+                key = (labels.get("mcp_method_name", ""), labels.get("gen_ai_tool_name", ""))
+                in_flight[key] = in_flight.get(key, 0.0) + sample.value
+        elif family.name == SESSIONS_ACTIVE:
+            found = True
+            sessions = sum(sample.value for sample in family.samples)
+    return Snapshot(taken_at, ops, in_flight, sessions, found)
+
+
+def window_totals(current: OpTotals, previous: OpTotals | None) -> OpTotals:
+    """The increase between two scrapes; after a counter reset, the current totals."""
+    if previous is None:
+        return current
+    if current.count < previous.count or any(
+        current.buckets.get(le, 0.0) < count for le, count in previous.buckets.items()
+    ):
+        return current  # the server restarted: everything since then is in the window
+    buckets = {le: count - previous.buckets.get(le, 0.0) for le, count in current.buckets.items()}
+    errors = {e: count - previous.by_error.get(e, 0.0) for e, count in current.by_error.items()}
+    return OpTotals(buckets, errors)
+
+
+@dataclasses.dataclass
+class Row:
+    method: str
+    name: str
+    total: float  # calls since the server started
+    rate: float | None  # calls per second over the window; None on the first frame
+    err_pct: float | None  # share of the window's calls that failed, in percent
+    errors: list[tuple[str, float]]  # (error_type, percent), largest first
+    quantiles: tuple[float, ...]  # seconds, NaN when unknown
+    in_flight: float
+
+
+def _sort_key(key: Key) -> tuple[bool, str, str]:
+    return (key[0] != "tools/call", key[0], key[1])
+
+
+def compute_rows(current: Snapshot, previous: Snapshot | None) -> list[Row]:
+    """One row per (method, name): tools first, the rest by method name.
+
+    The in-flight gauge has no prompt-name label, so a ``prompts/get`` in flight shows on a row
+    of its own (empty name); such rows appear only while something is in flight.
+    """
+    elapsed = current.taken_at - previous.taken_at if previous is not None else 0.0
+    busy = {key for key, value in current.in_flight.items() if value > 0}
+    rows = []
+    for key in sorted(set(current.ops) | busy, key=_sort_key):
+        totals = current.ops.get(key, OpTotals())
+        if previous is not None:
+            window = window_totals(totals, previous.ops.get(key))
+            rate: float | None = window.count / elapsed if elapsed > 0 else None
+        else:
+            window, rate = totals, None
+        calls = window.count
+        errors = sorted(
+            ((e, 100.0 * n / calls) for e, n in window.by_error.items() if e and n > 0 and calls),
+            key=lambda item: (-item[1], item[0]),
+        )
+        rows.append(
+            Row(
+                method=key[0],
+                name=key[1],
+                total=totals.count,
+                rate=rate,
+                err_pct=sum(p for _, p in errors) if calls > 0 else None,
+                errors=errors,
+                quantiles=tuple(
+                    bucket_quantile(q, list(window.buckets.items())) for q in QUANTILES
+                ),
+                in_flight=current.in_flight.get(key, 0.0),
+            )
+        )
+    return rows
+
+
+def format_seconds(value: float) -> str:
+    """Durations as a person reads them fastest: ``4.2ms``, ``120ms``, ``1.25s``; NaN is ``-``."""
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value < 0.1:
+        return f"{value * 1000:.1f}ms"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 100:
+        return f"{value:.2f}s"
+    return f"{value:.0f}s"
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "~"
+
+
+def _number(value: float) -> str:
+    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+
+_COLUMNS = (
+    ("METHOD", 25, "<"),
+    ("TOOL/PROMPT", 16, "<"),
+    ("CALLS/S", 7, ">"),
+    ("TOTAL", 7, ">"),
+    ("ERR%", 5, ">"),
+    ("P50", 7, ">"),
+    ("P95", 7, ">"),
+    ("P99", 7, ">"),
+    ("INFL", 4, ">"),
+)
+
+
+def _line(cells: Sequence[str], tail: str) -> str:
+    parts = [
+        f"{_fit(cell, w):{align}{w}}" for cell, (_, w, align) in zip(cells, _COLUMNS, strict=True)
+    ]
+    return ("  ".join(parts) + "  " + tail).rstrip()
+
+
+def render(url: str, current: Snapshot, previous: Snapshot | None, *, now: str = "") -> str:
+    """The whole frame as text: a header line, then the table or an honest 'nothing yet'."""
+    rows = compute_rows(current, previous)
+    window = (
+        f"last {current.taken_at - previous.taken_at:.1f}s"
+        if previous is not None
+        else "since start (first scrape)"
+    )
+    sessions = "-" if current.sessions_active is None else _number(current.sessions_active)
+    in_flight = _number(sum(current.in_flight.values()))
+    header = (
+        f"mcp-metrics top  {url}  {now}".rstrip()
+        + f"\nwindow: {window}  sessions active: {sessions}  in flight: {in_flight}"
+    )
+    if not current.has_mcp_metrics:
+        return (
+            header + f"\nno MCP metrics at this endpoint (no {DURATION}); "
+            "is MCPMetricsMiddleware installed?"
+        )
+    if not any(row.total > 0 or row.in_flight > 0 for row in rows):
+        return header + "\nno MCP traffic recorded yet"
+    lines = [header, "", _line([name for name, _, _ in _COLUMNS], "ERRORS BY TYPE")]
+    for row in rows:
+        cells = [
+            row.method,
+            row.name,
+            "-" if row.rate is None else f"{row.rate:.1f}",
+            _number(row.total),
+            "-" if row.err_pct is None else f"{row.err_pct:.1f}",
+            *(format_seconds(value) for value in row.quantiles),
+            _number(row.in_flight),
+        ]
+        tail = "  ".join(f"{error_type} {pct:.1f}%" for error_type, pct in row.errors)
+        lines.append(_line(cells, tail))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``host:port`` and bare origins: add ``http://`` and the ``/metrics`` path."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urllib.parse.urlsplit(url)
+    if parts.path in ("", "/"):
+        parts = parts._replace(path="/metrics")
+    return urllib.parse.urlunsplit(parts)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        hint = " (pass --token)" if exc.code in (401, 403) else ""
+        return f"HTTP {exc.code} {exc.reason}{hint}"
+    if isinstance(exc, urllib.error.URLError):
+        return _reason(exc.reason) if isinstance(exc.reason, BaseException) else str(exc.reason)
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def fetch(url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """GET the exposition text; any failure becomes a :class:`ScrapeError` with one-line reason."""
+    headers = {"Accept": "text/plain;version=0.0.4", "User-Agent": "mcp-metrics-top"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body: bytes = response.read()
+            charset = response.headers.get_content_charset() or "utf-8"
+    except (OSError, ValueError) as exc:  # URLError/HTTPError are OSErrors; ValueError: bad URL
+        raise ScrapeError(f"cannot reach {url}: {_reason(exc)}") from None
+    return body.decode(charset, errors="replace")
+
+
+def scrape(url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Snapshot:
+    text = fetch(url, token=token, timeout=timeout)
+    taken_at = time.monotonic()
+    try:
+        return parse_snapshot(text, taken_at)
+    except ValueError as exc:
+        raise ScrapeError(f"{url} did not answer in Prometheus text format: {exc}") from None
+
+
+def top(
+    url: str,
+    *,
+    interval: float = DEFAULT_INTERVAL,
+    once: bool = False,
+    token: str | None = None,
+    duration: float | None = None,
+    out: TextIO | None = None,
+    clear: bool | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Scrape and redraw until interrupted (or ``duration`` seconds, or one frame with ``once``).
+
+    Returns the exit status: 0, or 1 when ``once`` could not scrape.
+    """
+    stream = out if out is not None else sys.stdout
+    clear = stream.isatty() if clear is None else clear
+    url = normalise_url(url)
+    deadline = None if duration is None else time.monotonic() + duration
+    previous: Snapshot | None = None
+    failures = 0
+    while True:
+        stamp = time.strftime("%H:%M:%S")
+        try:
+            current = scrape(url, token=token, timeout=min(DEFAULT_TIMEOUT, max(interval, 1.0)))
+        except ScrapeError as exc:
+            if once:
+                print(f"mcp-metrics: {exc}", file=sys.stderr if out is None else stream)
+                return 1
+            failures += 1
+            frame = f"mcp-metrics: {exc} (retrying every {interval:g}s, Ctrl-C to quit)"
+            if failures > 1:
+                frame += f" [{failures} failed attempts]"
+            frame = f"{stamp}  {frame}"
+        else:
+            failures = 0
+            frame = render(url, current, previous, now=stamp)
+            previous = current
+        if clear:
+            stream.write("\x1b[H\x1b[2J")
+        stream.write(frame + "\n" + ("" if clear or once else "\n"))
+        stream.flush()
+        if once:
+            return 0
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return 0
+            sleep(min(interval, remaining))
+        else:
+            sleep(interval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-metrics", description="Tools for the metrics of MCP servers."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    top_parser = commands.add_parser(
+        "top",
+        help="live per-tool table from a /metrics endpoint",
+        description="Scrape a Prometheus /metrics endpoint and redraw a per-method, per-tool "
+        "table: calls/s, error %% by error_type, p50/p95/p99, in-flight, sessions.",
+    )
+    top_parser.add_argument(
+        "url",
+        metavar="URL",
+        help="the /metrics URL (host:port alone means http://host:port/metrics)",
+    )
+    top_parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        metavar="S",
+        help=f"seconds between scrapes (default {DEFAULT_INTERVAL:g})",
+    )
+    top_parser.add_argument(
+        "--once", action="store_true", help="scrape once, print, exit (1 if unreachable)"
+    )
+    top_parser.add_argument(
+        "--token",
+        default=os.environ.get("MCP_METRICS_TOKEN"),
+        help="bearer token for a protected /metrics (default: $MCP_METRICS_TOKEN)",
+    )
+    return parser
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(None if argv is None else list(argv))
+    if args.interval <= 0:
+        parser.error("--interval must be positive")
+    try:
+        return top(args.url, interval=args.interval, once=args.once, token=args.token)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # e.g. `mcp-metrics top URL | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
