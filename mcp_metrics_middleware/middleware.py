@@ -41,6 +41,7 @@ from mcp_metrics_middleware.metrics import MCPMetrics
 from mcp_metrics_middleware.sse import SSEDecoder
 
 _JSON, _SSE, _OTHER_BODY = 1, 2, 3
+_STATUS_LABELS = {code: str(code) for code in range(100, 600)}
 _HOUSEKEEPING_INTERVAL = 1.0  # seconds between sweeps of idle sessions and parked operations
 _ANY = object()  # pending key of an operation known only from the mcp-method header
 
@@ -762,11 +763,13 @@ class _Exchange:
             return
         mw = self.mw
         status = self.status
-        keys = {id(op): key for key, ops in self.pending.items() for op in ops}
-        self.pending.clear()
+        keys: dict[int, Any] | None = None
         for op in self.ops:
             if op.done or op.parked:
                 continue
+            if keys is None:
+                keys = {id(op): key for key, ops in self.pending.items() for op in ops}
+                self.pending.clear()
             error_type = "no_response"
             if op.method == "subscriptions/listen" and self.kind == _SSE:
                 # Ends when its stream ends; a client closing it is not an error.
@@ -807,7 +810,7 @@ class _Exchange:
             if isinstance(exc, Exception) and not self.started:
                 status = 500
             metrics = self.metrics
-            status_label = str(status) if 100 <= status <= 599 else ""
+            status_label = _STATUS_LABELS.get(status, "")
             metrics.http_request(
                 (metrics.http_method_label(self.http_method), status_label), now - self.start
             )
