@@ -71,6 +71,12 @@ async def run_case(
         if variant in notes:
             row["note"] = notes[variant]
         rows.append(row)
+    peers = [r["overhead"] for r in rows if r["variant"] in variants.PEERS]
+    cheapest = min(peers)
+    for row in rows:
+        if row["variant"] == "ours" and cheapest > 0:
+            # The relative target: at most a fifth of the cheapest peer.
+            row["share_of_cheapest_peer"] = row["overhead"] / cheapest
     return rows
 
 

@@ -32,6 +32,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def loadavg() -> float | None:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def machine() -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
@@ -60,6 +65,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": versions,
         "commit": commit + ("+dirty" if dirty else ""),
+        "loadavg_1m": loadavg(),
     }
 
 
@@ -81,6 +87,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
     if section == "in-process" and row.get("overhead") is not None:
         overhead = f"{row['overhead']:+.1f} µs"
         ratio = f"{row['ratio']:.3f}"
+        if row.get("share_of_cheapest_peer") is not None:
+            extra = f"{row['share_of_cheapest_peer']:.2f} x cheapest peer's overhead"
     elif section == "network":
         if row.get("ratio") is not None:
             ratio = f"{row['ratio']:.3f}"
@@ -107,7 +115,7 @@ HEADERS = [
     "min–max",
     "vs bare (+)",
     "ratio",
-    "latency / memory",
+    "notes",
     "target (ours)",
 ]
 

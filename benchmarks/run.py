@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"  ... {message}", file=sys.stderr, flush=True)
 
+    load_before = report.loadavg()
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     if "in-process" in sections:
@@ -79,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         parameters={s: params[s] for s in sections},
         load_generator=network.load_generator() if "network" in sections else None,
         seconds=round(elapsed, 1),
+        loadavg_1m_before=load_before,
     )
     print(
         f"mcp-metrics-middleware benchmark ({mode_name}), {meta['date']}, "
         f"{meta['nproc']} x {meta['cpu']}, Python {meta['python']}, "
-        f"load: {meta['load_generator'] or '-'}, {elapsed:.0f} s"
+        f"load generator: {meta['load_generator'] or '-'}, {elapsed:.0f} s, "
+        f"loadavg {load_before} -> {meta['loadavg_1m']}"
     )
     print(report.table(rows, markdown=args.markdown))
     args.output.parent.mkdir(parents=True, exist_ok=True)

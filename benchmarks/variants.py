@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 VARIANTS = ("bare", "noop", "ours", "starlette-exporter", "instrumentator")
+PEERS = ("starlette-exporter", "instrumentator")
 NETWORK_VARIANTS = ("bare", "ours", "starlette-exporter", "instrumentator")
 
 

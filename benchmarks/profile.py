@@ -1,0 +1,234 @@
+"""Where the middleware's per-request time goes, on the stub cases.
+
+    python -m benchmarks.profile                 # stub json and stub sse
+    python -m benchmarks.profile --case "stub sse" -n 20000 --top 30
+
+Two views:
+
+* ablation, unprofiled: the overhead against bare with parts of the middleware switched off
+  one after another (each step also keeps the previous ones off), so the differences are what
+  each part costs in place, with the caches as cold as they really are;
+* cProfile: the middleware's functions by own time per request. cProfile inflates every call
+  (here by about 4x), so read it for shares and call counts, not absolute µs.
+
+The ablation patches internals by name (``decode``, ``_Exchange.finish``, the store methods);
+steps whose names no longer exist are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import statistics
+import time
+from typing import Any
+
+from benchmarks import cases
+
+WATCH = ("mcp_metrics_middleware", "prometheus_client", "orjson", "benchmarks/variants")
+
+
+async def _unprofiled(case: cases.Case, n: int) -> dict[str, float]:
+    out = {}
+    for variant in ("bare", "ours"):
+        async with cases.prepared(case, variant) as (_app, call_one, _check):
+            for _ in range(n):
+                await call_one()
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    await call_one()
+                best = min(best, (time.perf_counter() - t0) / n * 1e6)
+            out[variant] = best
+    return out
+
+
+class _Tap:
+    __slots__ = ("_receive", "_send")
+
+    def __init__(self, receive: Any, send: Any) -> None:
+        self._receive = receive
+        self._send = send
+
+    async def receive(self) -> Any:
+        return await self._receive()
+
+    async def send(self, message: Any) -> None:
+        await self._send(message)
+
+
+class TapOnly:
+    """The floor of any tapping middleware: a per-request object with async passthroughs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        tap = _Tap(receive, send)
+        await self.app(scope, tap.receive, tap.send)
+
+
+async def _paired(make_variant: Any, shape: str, n: int, rounds: int) -> float:
+    """Median over rounds of (variant - bare) µs per request, alternated."""
+    from benchmarks import asgi, stub
+
+    headers, body = stub.request_for(shape)
+    bare = stub.build_app(shape)
+    other = make_variant(stub.build_app(shape))
+    for _ in range(n):
+        await asgi.call(bare, headers, body)
+        await asgi.call(other, headers, body)
+    diffs = []
+    perf = time.perf_counter
+    for _ in range(rounds):
+        t0 = perf()
+        for _ in range(n):
+            await asgi.call(bare, headers, body)
+        t1 = perf()
+        for _ in range(n):
+            await asgi.call(other, headers, body)
+        t2 = perf()
+        diffs.append(((t2 - t1) - (t1 - t0)) / n * 1e6)
+    return statistics.median(diffs)
+
+
+def ablation(shape: str, n: int = 3000, rounds: int = 9) -> list[tuple[str, float]]:
+    """(step, overhead µs) with parts of the middleware switched off cumulatively."""
+    from benchmarks import variants
+    from mcp_metrics_middleware import metrics as metrics_module
+    from mcp_metrics_middleware import middleware as mw_module
+
+    def ours(app: Any) -> Any:
+        return variants.wrap("ours", app)
+
+    steps: list[tuple[str, float]] = []
+    undo: list[tuple[Any, str, Any]] = []
+
+    def patch(obj: Any, name: str, value: Any) -> bool:
+        if not hasattr(obj, name):
+            return False
+        undo.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, value)
+        return True
+
+    try:
+        steps.append(("ours, as is", asyncio.run(_paired(ours, shape, n, rounds))))
+        store = getattr(metrics_module, "_FastStore", None)
+        if store is not None:
+            for name in ("start", "operation", "message", "http_request"):
+                patch(store, name, lambda self, *a, **k: None)
+            steps.append(
+                (
+                    "- store updates (start/operation/message/http_request)",
+                    asyncio.run(_paired(ours, shape, n, rounds)),
+                )
+            )
+        real_decode = getattr(mw_module, "decode", None)
+        if real_decode is not None:
+            cache: dict[bytes, Any] = {}
+
+            def cached(payload: Any) -> Any:
+                key = bytes(payload)
+                if key not in cache:
+                    cache[key] = real_decode(payload)
+                return cache[key]
+
+            patch(mw_module, "decode", cached)
+            steps.append(
+                (
+                    "- JSON decoding (orjson + classify), memoised",
+                    asyncio.run(_paired(ours, shape, n, rounds)),
+                )
+            )
+            mw_module.decode = lambda payload: ([], None)
+            steps.append(
+                (
+                    "- all message handling (no messages come out of decode)",
+                    asyncio.run(_paired(ours, shape, n, rounds)),
+                )
+            )
+        if patch(mw_module._Exchange, "finish", lambda self, exc: None):
+            steps.append(("- _Exchange.finish", asyncio.run(_paired(ours, shape, n, rounds))))
+        steps.append(
+            (
+                "tap only (per-request object, async passthroughs)",
+                asyncio.run(_paired(TapOnly, shape, n, rounds)),
+            )
+        )
+        steps.append(
+            ("no-op wrapper", asyncio.run(_paired(variants.NoopMiddleware, shape, n, rounds)))
+        )
+    finally:
+        for obj, name, value in reversed(undo):
+            setattr(obj, name, value)
+    return steps
+
+
+async def _profiled(case: cases.Case, n: int) -> pstats.Stats:
+    async with cases.prepared(case, "ours") as (_app, call_one, _check):
+        for _ in range(n):
+            await call_one()
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(n):
+            await call_one()
+        prof.disable()
+    return pstats.Stats(prof)
+
+
+def breakdown(stats: pstats.Stats, n: int, top: int) -> list[dict[str, Any]]:
+    rows = []
+    for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        where = path if path.startswith("<") else path.split("site-packages/")[-1]
+        if not (any(w in path for w in WATCH) or path.startswith("~")):
+            continue
+        rows.append(
+            {
+                "function": f"{where.split('/work/main/')[-1]}:{line}({func})",
+                "calls_per_req": calls / n,
+                "own_us": tottime / n * 1e6,
+                "cum_us": cumtime / n * 1e6,
+            }
+        )
+    rows.sort(key=lambda r: r["own_us"], reverse=True)
+    return rows[:top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--case", action="append", choices=[c.name for c in cases.CASES])
+    parser.add_argument("-n", type=int, default=20000)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--no-ablation", action="store_true")
+    args = parser.parse_args()
+    for name in args.case or ["stub json", "stub sse"]:
+        case = cases.CASE_BY_NAME[name]
+        plain = asyncio.run(_unprofiled(case, args.n // 4))
+        stats = asyncio.run(_profiled(case, args.n))
+        total = sum(v[2] for v in stats.stats.values()) / args.n * 1e6  # type: ignore[attr-defined]
+        print(
+            f"\n== {name}: unprofiled bare {plain['bare']:.1f} µs, ours {plain['ours']:.1f} µs "
+            f"(+{plain['ours'] - plain['bare']:.1f} µs); profiled total {total:.1f} µs/req"
+        )
+        if case.app == "stub" and not args.no_ablation:
+            shape = name.split()[-1]
+            print("ablation (unprofiled, overhead vs bare, µs/request):")
+            previous = None
+            for step, value in ablation(shape):
+                delta = "" if previous is None else f"  (step: {value - previous:+.2f})"
+                print(f"  {value:7.2f}  {step}{delta}")
+                previous = value
+        print(f"cProfile ({args.n} requests), per request:")
+        print(f"{'own µs':>8} {'cum µs':>8} {'calls':>6}  function")
+        for row in breakdown(stats, args.n, args.top):
+            print(
+                f"{row['own_us']:8.2f} {row['cum_us']:8.2f} {row['calls_per_req']:6.1f}  "
+                f"{row['function']}"
+            )
+
+
+if __name__ == "__main__":
+    main()
