@@ -104,8 +104,10 @@ class Stack:
         data = json.loads(body)
         return status, data
 
-    def query(self, expr: str) -> tuple[int, Any]:
-        return self.api("query", query=expr)
+    def query(self, expr: str, at: float | None = None) -> tuple[int, Any]:
+        if at is None:
+            return self.api("query", query=expr)
+        return self.api("query", query=expr, time=f"{at:.3f}")
 
 
 def live_config(targets: list[str], prom_port: int) -> dict[str, Any]:
@@ -402,3 +404,62 @@ def test_demo_traffic_trips_the_alerts_it_should(stack: Stack) -> None:
         ["_OTHER", "cough_hairball", "hiss", "nap", "scratch_sofa", "sharpen_claw"]
     )
     assert all("instance" not in r["metric"] for r in data["data"]["result"])
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+def panel_expr(dashboard: str, title: str) -> str:
+    (expr,) = [e for d, p, e in panel_queries() if d == dashboard and p == title]
+    return expr
+
+
+def scalar(stack: Stack, expr: str, at: float) -> float:
+    status, data = stack.query(expr, at)
+    assert status == 200, data
+    (sample,) = data["data"]["result"]
+    return float(sample["value"][1])
+
+
+def test_panels_merge_the_replicas(stack: Stack) -> None:
+    """With All instances selected, a rate panel is the sum of the per-instance panels, and a
+    quantile panel is the quantile of the merged histogram (not an average of quantiles)."""
+    at = time.time() - 2
+    range_s = range_seconds(stack)
+    everything = {"job": "mcp", "instance": ".*", "method": ".*", "tool": ".*"}
+    per_instance = [{**everything, "instance": regex_escape(target)} for target in stack.targets]
+    for title in ("Calls / s [A]", "Unknown-tool calls [A]"):
+        expr = FALLBACK.sub("", panel_expr("mcp-server", title))
+        merged = scalar(stack, substitute(expr, everything, range_s), at)
+        parts = [scalar(stack, substitute(expr, v, range_s), at) for v in per_instance]
+        assert merged > 0
+        assert all(part > 0 for part in parts)
+        assert merged == pytest.approx(sum(parts), rel=1e-9)
+
+    # p95 over the whole range: recompute it from each replica's bucket increases.
+    buckets: dict[float, float] = {}
+    for target in stack.targets:
+        status, data = stack.query(
+            f"sum by (le) (increase(mcp_server_operation_duration_seconds_bucket"
+            f'{{job="mcp", instance="{target}"}}[{range_s}s]))',
+            at,
+        )
+        for sample in data["data"]["result"]:
+            le = float(sample["metric"]["le"])
+            buckets[le] = buckets.get(le, 0.0) + float(sample["value"][1])
+    bounds = sorted(buckets)
+    rank = 0.95 * buckets[float("inf")]
+    upper = next(b for b in bounds if buckets[b] >= rank)
+    i = bounds.index(upper)
+    lower, below = (bounds[i - 1], buckets[bounds[i - 1]]) if i else (0.0, 0.0)
+    if upper == float("inf"):  # Prometheus answers the highest finite bound then
+        expected = lower
+    else:
+        expected = lower + (upper - lower) * (rank - below) / (buckets[upper] - below)
+    merged = scalar(
+        stack,
+        "histogram_quantile(0.95, sum by (le) (increase("
+        f'mcp_server_operation_duration_seconds_bucket{{job="mcp"}}[{range_s}s])))',
+        at,
+    )
+    assert merged == pytest.approx(expected, rel=1e-9)
