@@ -173,6 +173,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             wait_for(f"http://{target}/metrics", "demo server", procs, 20)
         prom_url = f"http://127.0.0.1:{prom_port}"
         wait_for(f"{prom_url}/-/ready", "prometheus", procs, 20)
+        live = Stack(prom_url, targets, started, procs)
+        # Wait for a first scrape of both replicas, so that the counters' starting values
+        # (the pre-initialised zeros) are in the TSDB before the traffic moves them.
+        deadline = time.monotonic() + 20
+        while True:
+            _, data = live.query('count(up{job="mcp"} == 1)')
+            if data["data"]["result"] and data["data"]["result"][0]["value"][1] == "2":
+                break
+            assert time.monotonic() < deadline, "Prometheus did not scrape both replicas"
+            time.sleep(0.2)
 
         traffic = [
             subprocess.Popen(
@@ -219,7 +229,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             assert b"(done)" in out, out.decode()
         # Let Prometheus scrape the final counters and evaluate the rules on them.
         time.sleep(3)
-        yield Stack(prom_url, targets, started, procs)
+        yield live
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -392,6 +402,12 @@ def test_demo_traffic_trips_the_alerts_it_should(stack: Stack) -> None:
     }
     assert active.get(("McpToolErrorRatioHigh", "scratch_sofa")) in ("pending", "firing"), active
     assert active.get(("McpToolSloFastBurn", "")) in ("pending", "firing"), active
+    # The two undecodable bodies the fixture sent (one per replica) after the first scrape.
+    parse = [
+        a for a in data["data"]["alerts"] if a["labels"]["alertname"] == "McpMetricsParseErrors"
+    ]
+    assert [(a["labels"]["reason"], a["state"]) for a in parse] == [("invalid_json", "pending")]
+    assert float(parse[0]["value"]) >= 2
     # Both replicas are up and instrumented.
     assert not any(
         name in ("McpTargetDown", "McpMetricsMissingOnTarget", "McpMetricsAbsent")
