@@ -137,3 +137,23 @@ def table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         previous = key
         out.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     return "\n".join(out)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README block for a results file: the machine line, then the table."""
+    meta = results["meta"]
+    line = (
+        f"Measured {meta['date']} ({meta['mode']} run, commit {meta['commit']}): "
+        f"{meta['nproc']} x {meta['cpu']}, Python {meta['python']}, "
+        f"load generator {meta.get('load_generator') or '-'}, "
+        f"1-minute load average {meta.get('loadavg_1m_before')} -> {meta.get('loadavg_1m')}."
+    )
+    return line + "\n\n" + table(results["rows"], markdown=True)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks/results/latest.json"
+    print(markdown(json.loads(path.read_text())))

@@ -27,7 +27,7 @@ MODES: dict[str, dict[str, Any]] = {
         "in-process": dict(
             stub_rounds=21, stub_iterations=2000, real_rounds=15, real_iterations=150
         ),
-        "network": dict(rounds=5, duration=5.0, warmup=2.0, connections=8),
+        "network": dict(rounds=8, duration=4.0, warmup=2.0, connections=8),
         "streams": dict(events=10_000, json_mb=20, under_cap_mb=4, rounds=7, iterations=3),
     },
     "quick": {
