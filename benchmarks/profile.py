@@ -183,7 +183,8 @@ def breakdown(stats: pstats.Stats, n: int, top: int) -> list[dict[str, Any]]:
     rows = []
     for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         where = path if path.startswith("<") else path.split("site-packages/")[-1]
-        if not (any(w in path for w in WATCH) or path.startswith("~")):
+        # Builtins ("~") cannot be told apart by caller; keep only orjson's.
+        if not (any(w in path for w in WATCH) or (path.startswith("~") and "orjson" in func)):
             continue
         rows.append(
             {

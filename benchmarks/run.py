@@ -32,7 +32,7 @@ MODES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "in-process": dict(stub_rounds=7, stub_iterations=500, real_rounds=5, real_iterations=30),
-        "network": dict(rounds=1, duration=2.0, warmup=1.0, connections=8),
+        "network": dict(rounds=2, duration=2.0, warmup=1.0, connections=8),
         "streams": dict(events=10_000, json_mb=20, under_cap_mb=4, rounds=3, iterations=1),
     },
     "smoke": {
