@@ -372,6 +372,7 @@ def top(
     duration: float | None = None,
     out: TextIO | None = None,
     clear: bool | None = None,
+    footer: str = "",
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Scrape and redraw until interrupted (or ``duration`` seconds, or one frame with ``once``).
@@ -401,19 +402,17 @@ def top(
             failures = 0
             frame = render(url, current, previous, now=stamp)
             previous = current
+        if footer:
+            frame += "\n\n" + footer
         if clear:
             stream.write("\x1b[H\x1b[2J")
         stream.write(frame + "\n" + ("" if clear or once else "\n"))
         stream.flush()
         if once:
             return 0
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return 0
-            sleep(min(interval, remaining))
-        else:
-            sleep(interval)
+        if deadline is not None and deadline - time.monotonic() < interval:
+            return 0  # no room for another full window
+        sleep(interval)
 
 
 def build_parser() -> argparse.ArgumentParser:
