@@ -90,6 +90,7 @@ class Run:
     app_received: list[Message] = field(default_factory=list)  # what the app's receive returned
     app_sent: list[Message] = field(default_factory=list)  # what the app passed to send
     client_got: list[Message] = field(default_factory=list)  # what reached the client's send
+    refused: list[Message] = field(default_factory=list)  # what the client's send raised on
     scopes: list[Scope] = field(default_factory=list)
     error: BaseException | None = None
 
@@ -125,6 +126,7 @@ async def call(
     wrap: Callable[[ASGIApp], ASGIApp] | None = None,
     disconnect: bool = True,
     send_raises: Callable[[Message], BaseException | None] | None = None,
+    incoming: list[Message] | None = None,
 ) -> Run:
     """Call ``app`` (optionally wrapped) with ``body`` in chunks; never raises, records everything.
 
@@ -134,11 +136,14 @@ async def call(
     import anyio
 
     run = Run()
-    chunks = [body] if isinstance(body, bytes) else list(body)
-    incoming: list[Message] = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-        for i, c in enumerate(chunks)
-    ] or [{"type": "http.request", "body": b"", "more_body": False}]
+    if incoming is None:
+        chunks = [body] if isinstance(body, bytes) else list(body)
+        incoming = [
+            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+            for i, c in enumerate(chunks)
+        ] or [{"type": "http.request", "body": b"", "more_body": False}]
+    else:
+        incoming = list(incoming)
 
     async def receive() -> Message:
         if incoming:
@@ -155,6 +160,7 @@ async def call(
         if send_raises is not None:
             exc = send_raises(message)
             if exc is not None:
+                run.refused.append(message)
                 raise exc
         run.client_got.append(message)
 
@@ -177,6 +183,8 @@ async def compare(
     scope: Scope,
     body: bytes | Sequence[bytes],
     registry: CollectorRegistry,
+    *,
+    call_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> tuple[Run, Run, MCPMetricsMiddleware]:
     """Run a fresh app bare and wrapped; assert both sides saw the same, identical objects."""
@@ -187,8 +195,9 @@ async def compare(
         holder.append(mw)
         return mw
 
-    bare = await call(app_factory(), dict(scope), body)
-    wrapped = await call(app_factory(), dict(scope), body, wrap=wrap)
+    extra = call_options or {}
+    bare = await call(app_factory(), dict(scope), body, **extra)
+    wrapped = await call(app_factory(), dict(scope), body, wrap=wrap, **extra)
     assert_transparent(bare, wrapped)
     return bare, wrapped, holder[0]
 
@@ -202,8 +211,10 @@ def assert_transparent(bare: Run, wrapped: Run) -> None:
     assert all(x is y for x, y in zip(wrapped.app_received, wrapped.given, strict=True))
     # The client got the same messages, and they are the objects the app sent.
     assert same_messages(wrapped.client_got, bare.client_got)
-    assert len(wrapped.client_got) == len(wrapped.app_sent) or wrapped.error is not None
-    assert all(x is y for x, y in zip(wrapped.client_got, wrapped.app_sent, strict=False))
+    assert same_messages(wrapped.refused, bare.refused)
+    assert len(wrapped.client_got) + len(wrapped.refused) == len(wrapped.app_sent)
+    delivered = [m for m in wrapped.app_sent if not any(m is r for r in wrapped.refused)]
+    assert all(x is y for x, y in zip(wrapped.client_got, delivered, strict=True))
     # Same outcome: no exception added, none swallowed, none replaced.
     assert type(wrapped.error) is type(bare.error)
     assert (wrapped.error is None) or wrapped.error.args == bare.error.args  # type: ignore[union-attr]
@@ -213,3 +224,24 @@ def settled(registry: CollectorRegistry) -> None:
     """Nothing in flight and no internal error: the invariants after every exchange."""
     assert in_flight_total(registry) == 0
     assert parse_errors(registry).get("internal", 0) == 0
+
+
+def reachable_exchanges(root: Any, limit: int = 200_000) -> int:
+    """Per-request objects reachable from ``root`` (the middleware), not following code or modules."""
+    import types
+
+    from mcp_metrics_middleware import middleware
+
+    skip = (types.FunctionType, types.ModuleType, types.MethodType, type, types.CodeType)
+    seen = {id(root)}
+    stack = [root]
+    found = 0
+    while stack and len(seen) < limit:
+        obj = stack.pop()
+        if type(obj) is middleware._Exchange:
+            found += 1
+        for ref in gc.get_referents(obj):
+            if id(ref) not in seen and not isinstance(ref, skip):
+                seen.add(id(ref))
+                stack.append(ref)
+    return found
