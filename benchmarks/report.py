@@ -49,7 +49,7 @@ def machine() -> dict[str, Any]:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "mcp_metrics_middleware"],
+            ["git", "status", "--porcelain", "--", "mcp_metrics_middleware", ":!*/cli.py"],
             cwd=ROOT,
             capture_output=True,
             text=True,
