@@ -160,6 +160,12 @@ async def run_client(index: int, url: str, stats: Stats, rng: random.Random, clo
             async with Client(url, mode=mode, read_timeout_seconds=30, cache=None) as client:
                 stats.connects += 1
                 warned = False
+                # As a model host does: learn the tools before calling any. (The middleware
+                # labels a tool name only once the server has vouched for it, so calls made
+                # before any tools/list on a fresh server would show up as "_OTHER".)
+                stats.calls += 1
+                stats.by_op["tools/list"] = stats.by_op.get("tools/list", 0) + 1
+                await client.list_tools()
                 for _ in range(budget):
                     if not clock.running():
                         break
