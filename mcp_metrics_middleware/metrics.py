@@ -18,6 +18,7 @@ import os
 import threading
 import weakref
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -89,12 +90,24 @@ def _multiprocess_env() -> bool:
     )
 
 
+_START, _OPERATION, _MESSAGE, _HTTP, _SESSION_START, _SESSION_END, _PARSE_ERROR, _OVERFLOW = range(
+    8
+)
+_FLUSH_AT = 4096  # records queued before they are folded in without waiting for a scrape
+
+
 class _FastStore(Collector):
-    """All the middleware's numbers in plain containers; rendered only when scraped."""
+    """All the middleware's numbers in plain containers; folded in and rendered when scraped.
+
+    The request path only appends one tuple per event to a deque (thread-safe, no lock). The
+    records are folded into the aggregates under a lock when Prometheus scrapes, or as soon as
+    ``_FLUSH_AT`` of them are waiting, so memory stays bounded without a scraper.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        # key -> [bucket counts..., +Inf count] ; sums kept alongside
+        self.queue: deque[tuple[Any, ...]] = deque()
+        # Each histogram row is [count per bucket..., count in +Inf, sum].
         self.operations: dict[tuple[str, ...], list[float]] = {}
         self.payloads: dict[tuple[str, ...], list[float]] = {}
         self.http: dict[tuple[str, ...], list[float]] = {}
@@ -105,13 +118,17 @@ class _FastStore(Collector):
         self.overflow = dict.fromkeys(LABELS_WITH_OVERFLOW, 0.0)
         self.sessions_active = 0.0
 
-    # Each histogram row is [count per bucket..., count in +Inf, sum].
+    # -- the request path: append only ----------------------------------------------------
+
+    def _push(self, record: tuple[Any, ...]) -> None:
+        queue = self.queue
+        queue.append(record)
+        if len(queue) >= _FLUSH_AT:
+            self.flush()
 
     def start(self, key: tuple[str, str], message: tuple[str, str, str]) -> None:
         """An operation arrived: in flight, and its request message counted."""
-        with self.lock:
-            self.in_flight[key] = self.in_flight.get(key, 0.0) + 1.0
-            self.messages[message] = self.messages.get(message, 0.0) + 1.0
+        self._push((_START, key, message))
 
     def operation(
         self,
@@ -123,66 +140,80 @@ class _FastStore(Collector):
         response_size: int,
         message: tuple[str, str, str] | None = None,
     ) -> None:
-        """An operation finished: one lock for every number it moves."""
-        with self.lock:
-            self.in_flight[in_flight] -= 1.0
-            if message is not None:
-                self.messages[message] = self.messages.get(message, 0.0) + 1.0
-            row = self.operations.get(labels)
-            if row is None:
-                row = self.operations[labels] = [0.0] * (len(DURATION_BUCKETS) + 2)
-            row[bisect_left(DURATION_BUCKETS, duration)] += 1.0
-            row[-1] += duration
-            if payload_labels is not None:
-                method, tool = payload_labels
-                if request_size:
-                    key = ("request", method, tool)
-                    row = self.payloads.get(key)
-                    if row is None:
-                        row = self.payloads[key] = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
-                    row[bisect_left(PAYLOAD_BUCKETS, request_size)] += 1.0
-                    row[-1] += request_size
-                if response_size:
-                    key = ("response", method, tool)
-                    row = self.payloads.get(key)
-                    if row is None:
-                        row = self.payloads[key] = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
-                    row[bisect_left(PAYLOAD_BUCKETS, response_size)] += 1.0
-                    row[-1] += response_size
+        """An operation finished (and ``message``, its answer, was sent)."""
+        self._push(
+            (
+                _OPERATION,
+                in_flight,
+                labels,
+                duration,
+                payload_labels,
+                request_size,
+                response_size,
+                message,
+            )
+        )
 
     def message(self, key: tuple[str, str, str]) -> None:
-        with self.lock:
-            self.messages[key] = self.messages.get(key, 0.0) + 1.0
+        self._push((_MESSAGE, key))
 
     def http_request(self, key: tuple[str, str], duration: float) -> None:
-        with self.lock:
-            row = self.http.get(key)
-            if row is None:
-                row = self.http[key] = [0.0] * (len(HTTP_DURATION_BUCKETS) + 2)
-            row[bisect_left(HTTP_DURATION_BUCKETS, duration)] += 1.0
-            row[-1] += duration
+        self._push((_HTTP, key, duration))
 
     def session_started(self) -> None:
-        with self.lock:
-            self.sessions_active += 1.0
+        self._push((_SESSION_START,))
 
     def session_ended(self, version: str, duration: float) -> None:
-        with self.lock:
-            self.sessions_active -= 1.0
-            key = (version,)
-            row = self.sessions.get(key)
-            if row is None:
-                row = self.sessions[key] = [0.0] * (len(DURATION_BUCKETS) + 2)
-            row[bisect_left(DURATION_BUCKETS, duration)] += 1.0
-            row[-1] += duration
+        self._push((_SESSION_END, version, duration))
 
     def parse_error(self, reason: str) -> None:
-        with self.lock:
-            self.parse_errors[reason] += 1.0
+        self._push((_PARSE_ERROR, reason))
 
     def label_overflow(self, label: str) -> None:
+        self._push((_OVERFLOW, label))
+
+    # -- folding the records in -----------------------------------------------------------
+
+    def flush(self) -> None:
         with self.lock:
-            self.overflow[label] += 1.0
+            queue = self.queue
+            pop = queue.popleft
+            in_flight = self.in_flight
+            messages = self.messages
+            while queue:
+                record = pop()
+                kind = record[0]
+                if kind == _OPERATION:
+                    _, key, labels, duration, payload_labels, req, resp, message = record
+                    in_flight[key] = in_flight.get(key, 0.0) - 1.0
+                    if message is not None:
+                        messages[message] = messages.get(message, 0.0) + 1.0
+                    _observe(self.operations, labels, DURATION_BUCKETS, duration)
+                    if payload_labels is not None:
+                        method, tool = payload_labels
+                        if req:
+                            _observe(self.payloads, ("request", method, tool), PAYLOAD_BUCKETS, req)
+                        if resp:
+                            _observe(
+                                self.payloads, ("response", method, tool), PAYLOAD_BUCKETS, resp
+                            )
+                elif kind == _START:
+                    key, message = record[1], record[2]
+                    in_flight[key] = in_flight.get(key, 0.0) + 1.0
+                    messages[message] = messages.get(message, 0.0) + 1.0
+                elif kind == _HTTP:
+                    _observe(self.http, record[1], HTTP_DURATION_BUCKETS, record[2])
+                elif kind == _MESSAGE:
+                    messages[record[1]] = messages.get(record[1], 0.0) + 1.0
+                elif kind == _SESSION_START:
+                    self.sessions_active += 1.0
+                elif kind == _SESSION_END:
+                    self.sessions_active -= 1.0
+                    _observe(self.sessions, (record[1],), DURATION_BUCKETS, record[2])
+                elif kind == _PARSE_ERROR:
+                    self.parse_errors[record[1]] += 1.0
+                else:
+                    self.overflow[record[1]] += 1.0
 
     # -- exposition -----------------------------------------------------------------------
 
@@ -218,6 +249,7 @@ class _FastStore(Collector):
         return family
 
     def collect(self) -> Iterator[Metric]:
+        self.flush()
         with self.lock:
             operations = {k: list(v) for k, v in self.operations.items()}
             payloads = {k: list(v) for k, v in self.payloads.items()}
@@ -272,6 +304,19 @@ class _FastStore(Collector):
         for label, value in overflow.items():
             counter.add_metric([label], value)
         yield counter
+
+
+def _observe(
+    rows: dict[tuple[str, ...], list[float]],
+    key: tuple[str, ...],
+    bounds: tuple[float, ...],
+    value: float,
+) -> None:
+    row = rows.get(key)
+    if row is None:
+        row = rows[key] = [0.0] * (len(bounds) + 2)
+    row[bisect_left(bounds, value)] += 1.0
+    row[-1] += value
 
 
 class _ClientStore:
