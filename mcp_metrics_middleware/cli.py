@@ -359,8 +359,9 @@ def scrape(url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEO
     taken_at = time.monotonic()
     try:
         return parse_snapshot(text, taken_at)
-    except ValueError as exc:
-        raise ScrapeError(f"{url} did not answer in Prometheus text format: {exc}") from None
+    except Exception as exc:  # the parser raises ValueError mostly, but not only
+        detail = " ".join(str(exc).split())[:80]
+        raise ScrapeError(f"{url} did not answer in Prometheus text format ({detail})") from None
 
 
 def top(
@@ -424,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
         "top",
         help="live per-tool table from a /metrics endpoint",
         description="Scrape a Prometheus /metrics endpoint and redraw a per-method, per-tool "
-        "table: calls/s, error %% by error_type, p50/p95/p99, in-flight, sessions.",
+        "table: calls/s, error % by error_type, p50/p95/p99, in-flight, sessions.",
     )
     top_parser.add_argument(
         "url",
