@@ -154,8 +154,8 @@ class _FastStore(Collector):
             )
         )
 
-    def message(self, key: tuple[str, str, str]) -> None:
-        self._push((_MESSAGE, key))
+    def message(self, key: tuple[str, str, str], n: int = 1) -> None:
+        self._push((_MESSAGE, key, n))
 
     def http_request(self, key: tuple[str, str], duration: float) -> None:
         self._push((_HTTP, key, duration))
@@ -169,8 +169,8 @@ class _FastStore(Collector):
     def parse_error(self, reason: str) -> None:
         self._push((_PARSE_ERROR, reason))
 
-    def label_overflow(self, label: str) -> None:
-        self._push((_OVERFLOW, label))
+    def label_overflow(self, label: str, n: int = 1) -> None:
+        self._push((_OVERFLOW, label, n))
 
     # -- folding the records in -----------------------------------------------------------
 
@@ -204,7 +204,7 @@ class _FastStore(Collector):
                 elif kind == _HTTP:
                     _observe(self.http, record[1], HTTP_DURATION_BUCKETS, record[2])
                 elif kind == _MESSAGE:
-                    messages[record[1]] = messages.get(record[1], 0.0) + 1.0
+                    messages[record[1]] = messages.get(record[1], 0.0) + record[2]
                 elif kind == _SESSION_START:
                     self.sessions_active += 1.0
                 elif kind == _SESSION_END:
@@ -213,7 +213,7 @@ class _FastStore(Collector):
                 elif kind == _PARSE_ERROR:
                     self.parse_errors[record[1]] += 1.0
                 else:
-                    self.overflow[record[1]] += 1.0
+                    self.overflow[record[1]] += record[2]
 
     # -- exposition -----------------------------------------------------------------------
 
@@ -393,8 +393,8 @@ class _ClientStore:
             if response_size:
                 self.payloads.labels("response", *payload_labels).observe(response_size)
 
-    def message(self, key: tuple[str, str, str]) -> None:
-        self.messages.labels(*key).inc()
+    def message(self, key: tuple[str, str, str], n: int = 1) -> None:
+        self.messages.labels(*key).inc(n)
 
     def http_request(self, key: tuple[str, str], duration: float) -> None:
         self.http.labels(*key).observe(duration)
@@ -409,8 +409,8 @@ class _ClientStore:
     def parse_error(self, reason: str) -> None:
         self._parse_errors[reason].inc()
 
-    def label_overflow(self, label: str) -> None:
-        self._overflow[label].inc()
+    def label_overflow(self, label: str, n: int = 1) -> None:
+        self._overflow[label].inc(n)
 
 
 class MCPMetrics:
@@ -469,12 +469,13 @@ class MCPMetrics:
 
     # -- label policy ---------------------------------------------------------------------
 
-    def method_label(self, method: str | None) -> str:
+    def method_label(self, method: str | None, n: int = 1) -> str:
+        """The label for ``method``; ``n`` messages carried it (for the overflow count)."""
         if method is None:
             return ""
         if method in KNOWN_METHODS:
             return method
-        self.overflow("mcp_method_name")
+        self.overflow("mcp_method_name", n)
         return OTHER
 
     def http_method_label(self, method: str) -> str:

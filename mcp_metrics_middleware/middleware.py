@@ -41,6 +41,7 @@ from mcp_metrics_middleware.metrics import MCPMetrics
 from mcp_metrics_middleware.sse import SSEDecoder
 
 _JSON, _SSE, _OTHER_BODY = 1, 2, 3
+_NOTIFICATION_PREFIX = b'{"jsonrpc":"2.0","method":"notifications/'
 _STATUS_LABELS = {code: str(code) for code in range(100, 600)}
 _HOUSEKEEPING_INTERVAL = 1.0  # seconds between sweeps of idle sessions and parked operations
 _ANY = object()  # pending key of an operation known only from the mcp-method header
@@ -682,16 +683,33 @@ class _Exchange:
         assert sse is not None
         oversized = sse.oversized
         events = sse.feed(data)
-        if sse.oversized != oversized:
-            self.metrics.parse_error("too_large")
+        metrics = self.metrics
+        for _ in range(sse.oversized - oversized):
+            metrics.parse_error("too_large")
+        notifications: dict[bytes, int] | None = None
         for event in events:
-            if not event.data or (event.event and event.event != b"message"):
+            payload = event.data
+            if not payload or (event.event and event.event != b"message"):
                 continue  # priming events (empty data) and other event types carry no JSON-RPC
-            messages, reason = decode(event.data)
+            if payload[:41] == _NOTIFICATION_PREFIX:
+                # Progress and log notifications, as the SDKs serialise them: only their method
+                # is needed, so they are counted (per chunk) without being decoded.
+                end = payload.find(b'"', 27, 27 + 128)
+                if end != -1 and payload.find(b"\\", 27, end) == -1:
+                    method = payload[27:end]
+                    if notifications is None:
+                        notifications = {}
+                    notifications[method] = notifications.get(method, 0) + 1
+                    continue
+            messages, reason = decode(payload)
             if reason is not None:
-                self.metrics.parse_error(reason)
+                metrics.parse_error(reason)
             if messages:
                 self._server_messages(messages, now)
+        if notifications:
+            for method, n in notifications.items():
+                label = metrics.method_label(method.decode("utf-8", "replace"), n)
+                metrics.message(("sent", NOTIFICATION, label), n)
 
     def _server_messages(self, messages: list[JSONRPCMessage], now: float) -> None:
         metrics = self.metrics

@@ -20,6 +20,9 @@ class ServerSentEvent(NamedTuple):
     id: bytes | None
 
 
+# A buffered line may exceed the event cap by its field name ("data: "), so that the cap applies
+# to the event's data, whichever way the stream was chunked.
+_FIELD_SLACK = 16
 _SDK_PREFIX = b"event: message\r\ndata: "
 _new_event = tuple.__new__  # NamedTuple construction without its Python-level __new__
 
@@ -95,6 +98,55 @@ class SSEDecoder:
             if chunk[-1:] == b"\r":
                 self._after_cr = True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n\n" in chunk:
+            if self._first_line or not self._clean():
+                # Finish the event in progress the general way; whole events follow.
+                end = chunk.find(b"\n\n") + 2
+                self._general(chunk[:end], events)
+                chunk = chunk[end:]
+            if self._clean():
+                chunk = self._blocks(chunk, events)
+        if chunk:
+            self._general(chunk, events)
+        return events
+
+    def _clean(self) -> bool:
+        """Between events: nothing buffered, nothing being skipped."""
+        return not (
+            self._parts
+            or self._data
+            or self._skip_line
+            or self._skip_event
+            or self._event
+            or self._first_line
+        )
+
+    def _blocks(self, chunk: bytes, events: list[ServerSentEvent]) -> bytes:
+        """Whole events (LF-normalised): the plain ones skip the per-line loop.
+
+        Returns what follows the last blank line, for the general path.
+        """
+        blocks = chunk.split(b"\n\n")
+        rest = blocks.pop()
+        cap = self.max_event_size
+        for block in blocks:
+            if block[:21] == b"event: message\ndata: " and block.find(b"\n", 21) == -1:
+                event, data = b"message", block[21:]
+            elif block[:6] == b"data: " and block.find(b"\n", 6) == -1:
+                event, data = b"", block[6:]
+            else:
+                lines = block.split(b"\n")
+                lines.append(b"")  # the blank line that ended the block
+                self._lines(lines, 0, events)
+                continue
+            if len(data) + 1 > cap:
+                self.oversized += 1
+                continue
+            events.append(_new_event(ServerSentEvent, (event, data, self._id)))
+        return rest
+
+    def _general(self, chunk: bytes, events: list[ServerSentEvent]) -> None:
+        """Line by line, joining a line split across chunks once."""
         lines = chunk.split(b"\n")
         tail = lines.pop()  # the bytes after the last line ending: an incomplete line, maybe b""
         if lines:
@@ -109,7 +161,7 @@ class SSEDecoder:
                 size = self._parts_size + len(lines[0])
                 self._parts = []
                 self._parts_size = 0
-                if size > self.max_event_size:
+                if size > self.max_event_size + _FIELD_SLACK:
                     self._drop_event()
                     start = 1
                 else:
@@ -118,67 +170,9 @@ class SSEDecoder:
                 self._first_line = False
                 if lines[start][:3] == _BOM:
                     lines[start] = lines[start][3:]
-            cap = self.max_event_size
-            for i in range(start, len(lines)):
-                line = lines[i]
-                if not line:
-                    # Dispatch.
-                    if self._skip_event:
-                        self._skip_event = False
-                    elif self._data:
-                        pieces = self._data
-                        events.append(
-                            _new_event(
-                                ServerSentEvent,
-                                (
-                                    self._event,
-                                    pieces[0] if len(pieces) == 1 else b"\n".join(pieces),
-                                    self._id,
-                                ),
-                            )
-                        )
-                        self._data = []
-                    self._data_size = 0
-                    self._event = b""
-                    continue
-                if line[:5] == b"data:":
-                    # The common line, sliced once.
-                    if self._skip_event:
-                        continue
-                    value = line[6:] if line[5:6] == b" " else line[5:]
-                    self._data_size += len(value) + 1
-                    if self._data_size > cap:
-                        self._drop_event()
-                        continue
-                    self._data.append(value)
-                    continue
-                if line[0] == 58:  # b":" - a comment (keep-alive pings)
-                    continue
-                colon = line.find(b":")
-                if colon == -1:
-                    field, value = line, b""
-                else:
-                    field = line[:colon]
-                    value = line[colon + 1 :]
-                    if value[:1] == b" ":
-                        value = value[1:]
-                if field == b"data":
-                    if self._skip_event:
-                        continue
-                    self._data_size += len(value) + 1
-                    if self._data_size > cap:
-                        self._drop_event()
-                        continue
-                    self._data.append(value)
-                elif field == b"event":
-                    self._event = value
-                elif field == b"id":
-                    if b"\x00" not in value:
-                        self._id = value
-                        self.last_event_id = value
-                # "retry" and unknown fields are ignored.
+            self._lines(lines, start, events)
         if tail and not self._skip_line:
-            if self._parts_size + len(tail) > self.max_event_size:
+            if self._parts_size + len(tail) > self.max_event_size + _FIELD_SLACK:
                 self._parts = []
                 self._parts_size = 0
                 self._skip_line = True
@@ -186,7 +180,68 @@ class SSEDecoder:
             else:
                 self._parts.append(tail)
                 self._parts_size += len(tail)
-        return events
+
+    def _lines(self, lines: list[bytes], start: int, events: list[ServerSentEvent]) -> None:
+        """The WHATWG per-line rules, for complete lines."""
+        cap = self.max_event_size
+        for i in range(start, len(lines)):
+            line = lines[i]
+            if not line:
+                # Dispatch.
+                if self._skip_event:
+                    self._skip_event = False
+                elif self._data:
+                    pieces = self._data
+                    events.append(
+                        _new_event(
+                            ServerSentEvent,
+                            (
+                                self._event,
+                                pieces[0] if len(pieces) == 1 else b"\n".join(pieces),
+                                self._id,
+                            ),
+                        )
+                    )
+                    self._data = []
+                self._data_size = 0
+                self._event = b""
+                continue
+            if line[:5] == b"data:":
+                # The common line, sliced once.
+                if self._skip_event:
+                    continue
+                value = line[6:] if line[5:6] == b" " else line[5:]
+                self._data_size += len(value) + 1
+                if self._data_size > cap:
+                    self._drop_event()
+                    continue
+                self._data.append(value)
+                continue
+            if line[0] == 58:  # b":" - a comment (keep-alive pings)
+                continue
+            colon = line.find(b":")
+            if colon == -1:
+                field, value = line, b""
+            else:
+                field = line[:colon]
+                value = line[colon + 1 :]
+                if value[:1] == b" ":
+                    value = value[1:]
+            if field == b"data":
+                if self._skip_event:
+                    continue
+                self._data_size += len(value) + 1
+                if self._data_size > cap:
+                    self._drop_event()
+                    continue
+                self._data.append(value)
+            elif field == b"event":
+                self._event = value
+            elif field == b"id":
+                if b"\x00" not in value:
+                    self._id = value
+                    self.last_event_id = value
+            # "retry" and unknown fields are ignored.
 
     def _drop_event(self) -> None:
         if not self._skip_event:

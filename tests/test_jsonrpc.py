@@ -110,3 +110,13 @@ def test_decode_never_raises_on_json(value: object) -> None:
     for message in messages:
         assert message.kind in (REQUEST, NOTIFICATION, RESPONSE, ERROR)
         _ = (message.error_code, message.is_tool_error, message.result)
+
+
+def test_large_bodies_decode_the_same_way() -> None:
+    big = {"jsonrpc": "2.0", "id": 7, "result": {"content": [{"text": "x" * 100}] * 2000, "isError": True}}
+    payload = orjson.dumps(big)
+    assert len(payload) > 64 * 1024
+    (message,), reason = decode(payload)
+    assert (message.kind, message.id, message.is_tool_error, reason) == (RESPONSE, 7, True, None)
+    assert decode(b"[" * 100_000 + b"]" * 100_000) == ([], "invalid_json")  # deep, and large
+    assert decode(b'{"a": ' + b"1" * 70_000) == ([], "invalid_json")

@@ -192,3 +192,35 @@ def test_sdk_fast_path_agrees_with_the_general_path(payload: bytes, before: byte
     fast_events = fast.feed(before) + fast.feed(chunk) + fast.feed(chunk)
     expected = [e for e in reference_decode(before + chunk + chunk) if len(e.data) < 200]
     assert fast_events == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from([b"event: message\n", b"", b"event: other\n", b"id: 9\n", b": c\n"]),
+            st.binary(max_size=30).filter(lambda b: b"\r" not in b and b"\n" not in b),
+            st.sampled_from([b"\n", b"\r\n"]),
+        ),
+        max_size=20,
+    ),
+    data=st.data(),
+)
+def test_coalesced_events_take_the_block_path_and_agree(
+    events: list[tuple[bytes, bytes, bytes]], data: st.DataObject
+) -> None:
+    # The first line goes the general way (BOM check); later chunks of whole events take the
+    # block path. A small cap makes some events oversized.
+    stream = b": hello\n\n" + b"".join(
+        (head + b"data: " + payload + b"\n\n").replace(b"\n", nl) for head, payload, nl in events
+    )
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=4))
+    decoder = SSEDecoder(max_event_size=20)
+    got: list[ServerSentEvent] = []
+    start = 0
+    for cut in sorted(cuts) + [len(stream)]:
+        got.extend(decoder.feed(stream[start:cut]))
+        start = cut
+    expected = reference_decode(stream)
+    assert got == [e for e in expected if len(e.data) + 1 <= 20]
+    assert decoder.oversized == len([e for e in expected if len(e.data) + 1 > 20])
