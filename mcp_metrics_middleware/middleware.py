@@ -515,6 +515,9 @@ class _Exchange:
             if mtype == "http.response.body":
                 if self.started and not self.complete:
                     self._response_body(message, now)
+                else:
+                    # A body before the response started, or after it was complete.
+                    self.metrics.parse_error("asgi_protocol")
             elif mtype == "http.response.start":
                 self._response_start(message, now)
         except Exception:
@@ -820,8 +823,11 @@ class _Exchange:
         """Called once, when the app returned or raised. Never raises."""
         try:
             now = self.mw.clock()
-            if self.started and not self.complete and self.kind == _SSE and self.sse is not None:
-                if self.sse.pending and not self.disconnected:
+            if self.started and not self.complete and not self.disconnected:
+                # The app returned in the middle of a message.
+                if (self.kind == _SSE and self.sse is not None and self.sse.pending) or (
+                    self.kind == _JSON and self.resp_chunks
+                ):
                     self.metrics.parse_error("truncated")
             self._finish_pending(now, exc)
             status = self.status if self.started else 0
