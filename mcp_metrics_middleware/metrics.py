@@ -141,7 +141,8 @@ class _FastStore(Collector):
         message: tuple[str, str, str] | None = None,
     ) -> None:
         """An operation finished (and ``message``, its answer, was sent)."""
-        self._push(
+        queue = self.queue
+        queue.append(
             (
                 _OPERATION,
                 in_flight,
@@ -153,6 +154,8 @@ class _FastStore(Collector):
                 message,
             )
         )
+        if len(queue) >= _FLUSH_AT:
+            self.flush()
 
     def message(self, key: tuple[str, str, str], n: int = 1) -> None:
         self._push((_MESSAGE, key, n))

@@ -542,7 +542,10 @@ class _Exchange:
         new_session = headers.get(b"mcp-session-id")
         if content_type is None:
             content_type = b""
-        mime = content_type.split(b";", 1)[0].strip().lower()
+        if content_type == b"application/json" or content_type == b"text/event-stream":
+            mime = content_type  # what the SDKs send: no parameters to strip
+        else:
+            mime = content_type.split(b";", 1)[0].strip().lower()
         if mime == b"text/event-stream":
             self.kind = _SSE
             self.sse = SSEDecoder(self.mw.max_body_size)
@@ -758,10 +761,19 @@ class _Exchange:
         sent: tuple[str, str, str] | None = None,
     ) -> None:
         mw = self.mw
-        error_type, code = _outcome(mw, op, msg)
         version = None
-        if msg.kind == RESPONSE:
+        if msg.kind != RESPONSE:
+            error_type, code = _outcome(mw, op, msg)
+        else:
             method = op.method
+            code = ""
+            error_type = (
+                "tool_error"
+                if method == "tools/call"
+                and type(result := msg.raw.get("result")) is dict
+                and result.get("isError") is True
+                else ""
+            )
             if method == "tools/list":
                 mw.metrics.learn_tools(_names(msg.result, "tools"))
             elif method == "prompts/list":
