@@ -23,7 +23,7 @@ from tests.apps import JSON, SSE, error, request, responder, result, scope, sse_
 from tests.helpers import parse_errors, value
 from tests.reliability.harness import compare, figure, op, ops, settled
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # slow: `make reliability` prints the figures
 
 CAP = 4096  # a small max_body_size keeps the "past the cap" inputs small
 CALL = orjson.dumps(request(1, "tools/call", name="sharpen_claw", arguments={"level": 7}))

@@ -31,7 +31,7 @@ from tests.reliability.harness import (
     settled,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # slow: `make reliability` prints the figures
 
 TOOLS = ["sharpen_claw"]
 CALLS = [request(i, "tools/call", name="sharpen_claw", arguments={}) for i in range(3)]

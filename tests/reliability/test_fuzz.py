@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -23,6 +24,7 @@ from tests.helpers import in_flight_total
 from tests.reliability.harness import compare, figure
 from tests.sse_reference import reference_decode
 
+pytestmark = pytest.mark.slow  # the whole reliability suite: `make reliability`
 tried = {"sse streams": 0, "sse bytes": 0, "jsonrpc payloads": 0, "asgi scripts": 0}
 
 # -- SSE ------------------------------------------------------------------------------------------

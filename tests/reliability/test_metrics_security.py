@@ -19,6 +19,7 @@ from tests.apps import JSON, drive, request, result, scope
 from tests.conftest import ServerThread, free_port
 from tests.reliability.harness import figure
 
+pytestmark = pytest.mark.slow  # the whole reliability suite: `make reliability`
 TOKEN = "s3cret-Tok3n-0123456789"
 checks = {"requests": 0}
 

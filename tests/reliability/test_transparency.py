@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -22,6 +23,7 @@ from tests.apps import scope
 from tests.helpers import in_flight_total, parse_errors, total_ops
 from tests.reliability.harness import compare, figure
 
+pytestmark = pytest.mark.slow  # the whole reliability suite: `make reliability`
 EXAMPLES = 800
 CAP = 2048
 stats = {"examples": 0, "bytes_in": 0, "bytes_out": 0, "operations": 0}
