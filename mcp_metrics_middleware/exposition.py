@@ -58,7 +58,11 @@ def token_ok(expected: str | None, authorization: str | None) -> bool:
         return True
     if not authorization or not authorization[:7].lower() == "bearer ":
         return False
-    return hmac.compare_digest(authorization[7:].strip().encode(), expected.encode())
+    # Header values arrive as latin-1 text (ASGI and WSGI alike): these are the raw bytes, to
+    # compare with the token's UTF-8 bytes.
+    return hmac.compare_digest(
+        authorization[7:].strip().encode("latin-1", "replace"), expected.encode("utf-8")
+    )
 
 
 class MetricsEndpoint:

@@ -23,6 +23,7 @@ class ServerSentEvent(NamedTuple):
 # A buffered line may exceed the event cap by its field name ("data: "), so that the cap applies
 # to the event's data, whichever way the stream was chunked.
 _FIELD_SLACK = 16
+_PIECE = 1024 * 1024
 _SDK_PREFIX = b"event: message\r\ndata: "
 _new_event = tuple.__new__  # NamedTuple construction without its Python-level __new__
 
@@ -65,6 +66,17 @@ class SSEDecoder:
         return bool(self._parts or self._data or self._skip_line or self._skip_event)
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Decode one chunk; returns the events it completes."""
+        if len(chunk) <= _PIECE:
+            return self._feed(chunk)
+        # A huge chunk goes through in pieces (the result does not depend on chunking), so that
+        # line splitting never copies more than a piece at a time.
+        events: list[ServerSentEvent] = []
+        for i in range(0, len(chunk), _PIECE):
+            events.extend(self._feed(chunk[i : i + _PIECE]))
+        return events
+
+    def _feed(self, chunk: bytes) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []
         if not chunk:
             return events
@@ -82,11 +94,10 @@ class SSEDecoder:
             self._skip_event = False
             self._event = b""
             self._data_size = 0
-            data = chunk[22:-4]
-            if len(data) + 1 > self.max_event_size:
+            if len(chunk) - 25 > self.max_event_size:  # the data and its LF, before copying
                 self.oversized += 1
                 return events
-            events.append(_new_event(ServerSentEvent, (b"message", data, self._id)))
+            events.append(_new_event(ServerSentEvent, (b"message", chunk[22:-4], self._id)))
             return events
         if self._after_cr:
             self._after_cr = False
@@ -131,18 +142,18 @@ class SSEDecoder:
         cap = self.max_event_size
         for block in blocks:
             if block[:21] == b"event: message\ndata: " and block.find(b"\n", 21) == -1:
-                event, data = b"message", block[21:]
+                event, offset = b"message", 21
             elif block[:6] == b"data: " and block.find(b"\n", 6) == -1:
-                event, data = b"", block[6:]
+                event, offset = b"", 6
             else:
                 lines = block.split(b"\n")
                 lines.append(b"")  # the blank line that ended the block
                 self._lines(lines, 0, events)
                 continue
-            if len(data) + 1 > cap:
+            if len(block) - offset + 1 > cap:
                 self.oversized += 1
                 continue
-            events.append(_new_event(ServerSentEvent, (event, data, self._id)))
+            events.append(_new_event(ServerSentEvent, (event, block[offset:], self._id)))
         return rest
 
     def _general(self, chunk: bytes, events: list[ServerSentEvent]) -> None:
@@ -162,7 +173,7 @@ class SSEDecoder:
                 self._parts = []
                 self._parts_size = 0
                 if size > self.max_event_size + _FIELD_SLACK:
-                    self._drop_event()
+                    self._overlong(parts, b"")
                     start = 1
                 else:
                     lines[0] = b"".join(parts)
@@ -173,10 +184,10 @@ class SSEDecoder:
             self._lines(lines, start, events)
         if tail and not self._skip_line:
             if self._parts_size + len(tail) > self.max_event_size + _FIELD_SLACK:
+                self._overlong(self._parts, tail)
                 self._parts = []
                 self._parts_size = 0
                 self._skip_line = True
-                self._drop_event()
             else:
                 self._parts.append(tail)
                 self._parts_size += len(tail)
@@ -184,6 +195,7 @@ class SSEDecoder:
     def _lines(self, lines: list[bytes], start: int, events: list[ServerSentEvent]) -> None:
         """The WHATWG per-line rules, for complete lines."""
         cap = self.max_event_size
+        line_cap = cap + _FIELD_SLACK
         for i in range(start, len(lines)):
             line = lines[i]
             if not line:
@@ -235,6 +247,8 @@ class SSEDecoder:
                     self._drop_event()
                     continue
                 self._data.append(value)
+            elif len(line) > line_cap:
+                pass  # an over-long id or event line is ignored, as when it arrives split
             elif field == b"event":
                 self._event = value
             elif field == b"id":
@@ -242,6 +256,18 @@ class SSEDecoder:
                     self._id = value
                     self.last_event_id = value
             # "retry" and unknown fields are ignored.
+
+    def _overlong(self, parts: list[bytes], tail: bytes) -> None:
+        """A line longer than the cap: a data line sinks its event; any other is ignored."""
+        prefix = b""
+        for part in (*parts, tail):
+            prefix += part[:8]
+            if len(prefix) >= 8:
+                break
+        if self._first_line and prefix[:3] == _BOM:
+            prefix = prefix[3:]
+        if prefix[:5] == b"data:":
+            self._drop_event()
 
     def _drop_event(self) -> None:
         if not self._skip_event:
