@@ -92,11 +92,6 @@ def test_sse_decoder_never_raises_on_arbitrary_bytes(stream: bytes, data: Any) -
     tried["sse bytes"] += len(stream)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sse.py _general(): a partial non-data line past the cap drops the whole event, "
-    "the same line inside one chunk does not",
-)
 @settings(max_examples=800, deadline=None)
 @given(
     head=sse_streams(),
