@@ -140,8 +140,10 @@ def test_token_never_logged(registry: CollectorRegistry, caplog: pytest.LogCaptu
     """Through real uvicorn (access log on, DEBUG everywhere): the token appears in no record."""
     mw = MCPMetricsMiddleware(AppSpy(), registry=registry, metrics_token=TOKEN)
     caplog.set_level(logging.DEBUG)
+    names = ("uvicorn", "uvicorn.access", "uvicorn.error")
+    levels = {name: logging.getLogger(name).level for name in names}
     with ServerThread(mw) as server:
-        for logger in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        for logger in names:
             logging.getLogger(logger).addHandler(caplog.handler)
             logging.getLogger(logger).setLevel(logging.DEBUG)
         try:
@@ -151,8 +153,9 @@ def test_token_never_logged(registry: CollectorRegistry, caplog: pytest.LogCaptu
                     assert TOKEN not in r.text
                     r = client.get("/metrics?token=" + "x", headers={"authorization": value})
         finally:
-            for logger in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+            for logger in names:
                 logging.getLogger(logger).removeHandler(caplog.handler)
+                logging.getLogger(logger).setLevel(levels[logger])
     messages = [r.getMessage() for r in caplog.records]
     assert any("/metrics" in m for m in messages)  # the access log did run
     assert not [m for m in messages if TOKEN in m]

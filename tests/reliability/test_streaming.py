@@ -51,7 +51,8 @@ class Measured:
     def __init__(self) -> None:
         self.bytes = 0
         self.messages = 0
-        self.identical = True
+        self.identical = True  # every message the client got is the very object the app sent
+        self.last: Message | None = None
         self.base = 0
         self.peak = 0
         self.end = 0
@@ -76,8 +77,10 @@ def stream_through(
         out.base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         for chunk in chunks():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": ANSWER, "more_body": False})
+            out.last = {"type": "http.response.body", "body": chunk, "more_body": True}
+            await send(out.last)
+        out.last = {"type": "http.response.body", "body": ANSWER, "more_body": False}
+        await send(out.last)
         out.end, out.peak = tracemalloc.get_traced_memory()
 
     mw = MCPMetricsMiddleware(app, registry=registry, known_tools=["sharpen_claw"], **options)
@@ -91,6 +94,8 @@ def stream_through(
         async def send(message: Message) -> None:
             out.messages += 1
             out.bytes += len(message.get("body", b""))
+            if out.last is not None and message is not out.last:
+                out.identical = False
 
         await mw(scope(), receive, send)
 
@@ -132,6 +137,7 @@ def test_one_gib_of_small_events_sdk_framing() -> None:
     registry, m, n, event = sdk_stream(GiB)
     extra = m.peak - m.base
     assert m.bytes == (n + 4) * len(event) + len(ANSWER)
+    assert m.identical
     assert sent_notifications(registry) == n + 4  # every event decoded and counted
     assert ops(registry) == {op("tools/call", "sharpen_claw"): 1}
     assert parse_errors(registry) == {}
@@ -167,6 +173,7 @@ def test_one_gib_of_small_events_coalesced_and_cut() -> None:
     extra = m.peak - m.base
     largest = max(len(first), len(second))
     assert m.bytes == (pairs + 1) * len(block) + len(ANSWER)
+    assert m.identical
     assert sent_notifications(registry) == (pairs + 1) * 32
     assert ops(registry) == {op("tools/call", "sharpen_claw"): 1}
     assert parse_errors(registry) == {}
@@ -216,6 +223,7 @@ def test_single_100_mib_event_past_the_cap(framing: str) -> None:
     m = stream_through(registry, chunks, [progress_event(10)])
     extra = m.peak - m.base
     assert m.bytes == len(progress_event(10)) + total + len(ANSWER)
+    assert m.identical
     assert parse_errors(registry) == {"too_large": 1}
     assert sent_notifications(registry) == 1
     # The answer after the oversized event is still read: the call is a success.
