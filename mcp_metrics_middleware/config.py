@@ -28,6 +28,10 @@ DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024  # the MCP Python SDK's own request body
 DEFAULT_MAX_NAMES = 256  # distinct tool (and, separately, prompt) names admitted as label values
 DEFAULT_MAX_ERROR_CODES = 32  # distinct non-standard JSON-RPC error codes admitted as label values
 DEFAULT_MAX_NAME_LENGTH = 128
+# Distinct label sets of the operation histogram (OTel's default cardinality limit). Each label is
+# capped on its own, but their product can still be large; past this, new label sets keep their
+# error_type and fold every other label into _OTHER.
+DEFAULT_MAX_OPERATION_SERIES = 2000
 DEFAULT_SESSION_IDLE_TIMEOUT = 1800.0  # the SDK's session_idle_timeout default
 DEFAULT_MAX_SESSIONS = 10_000  # the SDK's max_sessions default
 DEFAULT_PARKED_TIMEOUT = 300.0  # how long a response may take to reappear on a GET stream
@@ -110,4 +114,5 @@ LABELS_WITH_OVERFLOW = (
     "error_type",
     "rpc_response_status_code",
     "http_request_method",
+    "series",  # a whole operation label set folded by the series cap
 )

@@ -36,6 +36,7 @@ from mcp_metrics_middleware.config import (
     DEFAULT_MAX_ERROR_CODES,
     DEFAULT_MAX_NAME_LENGTH,
     DEFAULT_MAX_NAMES,
+    DEFAULT_MAX_OPERATION_SERIES,
     DURATION_BUCKETS,
     HTTP_DURATION_BUCKETS,
     KNOWN_HTTP_METHODS,
@@ -432,10 +433,13 @@ class MCPMetrics:
         max_names: int = DEFAULT_MAX_NAMES,
         max_error_codes: int = DEFAULT_MAX_ERROR_CODES,
         max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
+        max_operation_series: int = DEFAULT_MAX_OPERATION_SERIES,
         multiprocess: bool | None = None,
     ) -> None:
         self.registry = registry
         self.max_names = max_names
+        self.max_operation_series = max_operation_series
+        self.operation_series: set[tuple[str, ...]] = set()
         self.max_error_codes = max_error_codes
         self.max_name_length = max_name_length
         self.tools: set[str] = set()
@@ -528,6 +532,19 @@ class MCPMetrics:
     def learn_prompts(self, names: Iterable[Any]) -> None:
         for name in names:
             self._admit(self.prompts, name)
+
+    def operation_labels(
+        self, labels: tuple[str, str, str, str, str, str]
+    ) -> tuple[str, str, str, str, str, str]:
+        """Apply the series cap to a full operation label set."""
+        seen = self.operation_series
+        if labels in seen:
+            return labels
+        if len(seen) < self.max_operation_series:
+            seen.add(labels)
+            return labels
+        self.overflow("series")
+        return (OTHER, OTHER, OTHER, labels[3], OTHER, OTHER)
 
     def code_label(self, code: int) -> str:
         if code in STANDARD_ERROR_CODES or code in self.error_codes:

@@ -297,13 +297,15 @@ def _record(
             prompt = metrics.prompt_label(name)
     metrics.operation(
         op.gauge,
-        (
-            op.method_label,
-            tool,
-            prompt,
-            error_type,
-            code,
-            op.version if version is None else version,
+        metrics.operation_labels(
+            (
+                op.method_label,
+                tool,
+                prompt,
+                error_type,
+                code,
+                op.version if version is None else version,
+            )
         ),
         now - op.start,
         (op.method_label, tool),

@@ -27,6 +27,7 @@ from mcp_metrics_middleware.config import (
     DEFAULT_MAX_ERROR_CODES,
     DEFAULT_MAX_NAME_LENGTH,
     DEFAULT_MAX_NAMES,
+    DEFAULT_MAX_OPERATION_SERIES,
     DEFAULT_MAX_SESSIONS,
     DURATION_BUCKETS,
     HTTP_DURATION_BUCKETS,
@@ -59,8 +60,9 @@ def series_bound(
     # cancelled, 500, no_response, _OTHER) and one per code label (each code fixes its type).
     codes = len(STANDARD_ERROR_CODES) + max_error_codes + 1
     outcomes = 6 + codes
-    names = (methods - 2) + tools + prompts  # tool only on tools/call, prompt only on prompts/get
-    op_series = names * versions * outcomes
+    # Each label is capped, and so is the number of label sets: past max_operation_series a new
+    # set keeps only its error_type (one folded series per outcome).
+    op_series = DEFAULT_MAX_OPERATION_SERIES + outcomes
     gauge_keys = (methods - 1) + tools  # (method, tool)
     histogram = len(DURATION_BUCKETS) + 3  # buckets + +Inf, _count, _sum
     statuses = 500 + 1  # 100..599 and "" (no response)
@@ -275,7 +277,13 @@ def test_cardinality_flood() -> None:
     assert in_flight_total(registry) == 0
     assert parse_errors(registry) == {}
     # The overflow counter says exactly how many values were folded into _OTHER, per label.
+    # A set folded by the series cap is the only one with both method and tool _OTHER (a tool
+    # name is only set on tools/call): it holds exactly the operations counted under "series".
+    folded = total_ops(registry, mcp_method_name="_OTHER", gen_ai_tool_name="_OTHER")
+    assert folded > 0  # the flood goes past the cap
+    assert len(mw.metrics.operation_series) == DEFAULT_MAX_OPERATION_SERIES
     expected_overflow = {k: float(v) for k, v in model.overflow.items() if v}
+    expected_overflow["series"] = folded
     assert overflow(registry) == expected_overflow
     # Label values stay within their caps.
     assert mw.metrics.tools == model.tools and len(model.tools) == DEFAULT_MAX_NAMES
