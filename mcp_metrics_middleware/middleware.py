@@ -692,8 +692,18 @@ class _Exchange:
         oversized = sse.oversized
         events = sse.feed(data)
         metrics = self.metrics
-        for _ in range(sse.oversized - oversized):
-            metrics.parse_error("too_large")
+        if sse.oversized != oversized:
+            for _ in range(sse.oversized - oversized):
+                metrics.parse_error("too_large")
+        if len(events) == 1:
+            # The SDKs' shape: one event per chunk.
+            payload = events[0].data
+            if payload[:41] == _NOTIFICATION_PREFIX and events[0].event == b"message":
+                end = payload.find(b'"', 27, 27 + 128)
+                if end != -1 and payload.find(b"\\", 27, end) == -1:
+                    label = metrics.method_label(payload[27:end].decode("utf-8", "replace"))
+                    metrics.message(("sent", NOTIFICATION, label))
+                    return
         notifications: dict[bytes, int] | None = None
         for event in events:
             payload = event.data

@@ -67,19 +67,7 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode one chunk; returns the events it completes."""
-        if len(chunk) <= _PIECE:
-            return self._feed(chunk)
-        # A huge chunk goes through in pieces (the result does not depend on chunking), so that
-        # line splitting never copies more than a piece at a time.
         events: list[ServerSentEvent] = []
-        for i in range(0, len(chunk), _PIECE):
-            events.extend(self._feed(chunk[i : i + _PIECE]))
-        return events
-
-    def _feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        events: list[ServerSentEvent] = []
-        if not chunk:
-            return events
         if (
             chunk[:22] == _SDK_PREFIX
             and chunk[-4:] == b"\r\n\r\n"
@@ -98,6 +86,17 @@ class SSEDecoder:
                 self.oversized += 1
                 return events
             events.append(_new_event(ServerSentEvent, (b"message", chunk[22:-4], self._id)))
+            return events
+        if len(chunk) <= _PIECE:
+            return self._feed(chunk, events)
+        # A huge chunk goes through in pieces (the result does not depend on chunking), so that
+        # line splitting never copies more than a piece at a time.
+        for i in range(0, len(chunk), _PIECE):
+            self._feed(chunk[i : i + _PIECE], events)
+        return events
+
+    def _feed(self, chunk: bytes, events: list[ServerSentEvent]) -> list[ServerSentEvent]:
+        if not chunk:
             return events
         if self._after_cr:
             self._after_cr = False
