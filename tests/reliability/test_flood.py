@@ -54,7 +54,7 @@ def series_bound(
 ) -> dict[str, int]:
     """The most series a scrape can ever expose, from the caps alone (not the traffic)."""
     methods = len(KNOWN_METHODS) + 1  # + _OTHER
-    tools = prompts = max_names + 2  # admitted + _OTHER + "" (no name)
+    tools = max_names + 2  # admitted + _OTHER + "" (no name)
     versions = len(KNOWN_PROTOCOL_VERSIONS) + 2  # + _OTHER + "" (no header)
     # (error_type, rpc_response_status_code) pairs: six with no code ("", tool_error,
     # cancelled, 500, no_response, _OTHER) and one per code label (each code fixes its type).
