@@ -46,10 +46,12 @@ reliability: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests/reliability -p no:cacheprovider -s
 
 stack-up:
+	@docker compose version >/dev/null 2>&1 || { echo "make stack-up: needs Docker with the compose plugin ('docker compose version' failed)"; exit 1; }
 	cd deploy && docker compose up -d --build
 	@echo "Grafana: http://127.0.0.1:3000  Prometheus: http://127.0.0.1:9090  Alertmanager: http://127.0.0.1:9093"
 
 stack-down:
+	@docker compose version >/dev/null 2>&1 || { echo "make stack-down: needs Docker with the compose plugin"; exit 1; }
 	cd deploy && docker compose down
 
 clean:
