@@ -550,5 +550,7 @@ def test_every_runbook_url_has_its_section_in_the_readme() -> None:
 
 def test_make_targets_bring_the_stack_up_and_down() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^stack-up:.*\n\tcd deploy && docker compose up -d --build$", makefile, re.M)
-    assert re.search(r"^stack-down:.*\n\tcd deploy && docker compose down$", makefile, re.M)
+    # A recipe is the tab-indented lines under its target.
+    recipes = dict(re.findall(r"^([\w-]+):.*\n((?:\t.*\n)+)", makefile, re.M))
+    assert "\tcd deploy && docker compose up -d --build\n" in recipes["stack-up"]
+    assert "\tcd deploy && docker compose down\n" in recipes["stack-down"]
