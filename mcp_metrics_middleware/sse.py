@@ -1,10 +1,13 @@
 """Incremental, sans-IO decoder for ``text/event-stream`` under the WHATWG rules.
 
-Feed it chunks exactly as they leave the app; it returns the events that each chunk completes.
-Work is O(n) in the stream size: a line that spans chunks is kept as a list of parts and joined
-once, and no byte is scanned twice. Memory is bounded by ``max_event_size``: a line or an event
-past it is dropped (and reported through ``oversized``) while the decoder keeps its place in the
-stream, so the events after it still decode.
+Feed it chunks exactly as they leave the app; it returns the events that each chunk completes,
+and the result never depends on where the stream was cut. Work is O(n) in the stream size: each
+byte is looked at a fixed number of times, and a line that spans chunks is kept as a list of
+parts and joined once, never re-scanned as it grows. Memory is bounded by ``max_event_size``: an
+event whose data is larger is dropped (and counted in ``oversized``), a longer non-data line is
+ignored, and the decoder keeps its place in the stream, so the events after them still decode.
+Two fast paths (one whole SDK-framed event per chunk; whole events split on blank lines) give the
+same result as the line-by-line rules.
 """
 
 from __future__ import annotations
