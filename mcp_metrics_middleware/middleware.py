@@ -370,7 +370,6 @@ class _Exchange:
     status = 0
     kind = 0
     resp_chunks: list[bytes] | None = None
-    resp_size = 0
     resp_skip = False
     resp_buffered = 0
     sse: SSEDecoder | None = None
@@ -611,7 +610,6 @@ class _Exchange:
         more = message.get("more_body", False)
         kind = self.kind
         if body:
-            self.resp_size += len(body)
             if self.resp_skip or kind == _OTHER_BODY:
                 pass
             elif self.inflate is not None:

@@ -45,13 +45,11 @@ class SSEDecoder:
         "_skip_event",
         "max_event_size",
         "oversized",
-        "last_event_id",
     )
 
     def __init__(self, max_event_size: int = 4 * 1024 * 1024) -> None:
         self.max_event_size = max_event_size
         self.oversized = 0  # events dropped because they were larger than max_event_size
-        self.last_event_id: bytes | None = None
         self._parts: list[bytes] = []  # the current incomplete line, in pieces
         self._parts_size = 0
         self._skip_line = False  # the current line is past the cap: discard until its end
@@ -256,7 +254,6 @@ class SSEDecoder:
             elif field == b"id":
                 if b"\x00" not in value:
                     self._id = value
-                    self.last_event_id = value
             # "retry" and unknown fields are ignored.
 
     def _overlong(self, parts: list[bytes], tail: bytes) -> None:
