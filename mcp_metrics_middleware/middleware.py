@@ -334,6 +334,18 @@ def _outcome(mw: MCPMetricsMiddleware, op: _Operation, msg: JSONRPCMessage) -> t
     return "", ""
 
 
+def _notification_method(payload: bytes) -> bytes | None:
+    """The method of a notification serialised the SDKs' way, read without decoding it.
+
+    Progress and log notifications can be most of a stream, and only their method is needed.
+    """
+    if payload[:41] == _NOTIFICATION_PREFIX:
+        end = payload.find(b'"', 27, 27 + 128)
+        if end != -1 and payload.find(b"\\", 27, end) == -1:
+            return payload[27:end]
+    return None
+
+
 def _header_value(value: str) -> str:
     """Undo the ``=?base64?...?=`` wrapping MCP uses for non-ASCII ``mcp-name`` values."""
     if value.startswith("=?base64?") and value.endswith("?="):
@@ -693,30 +705,24 @@ class _Exchange:
         if sse.oversized != oversized:
             for _ in range(sse.oversized - oversized):
                 metrics.parse_error("too_large")
-        if len(events) == 1:
-            # The SDKs' shape: one event per chunk.
-            payload = events[0].data
-            if payload[:41] == _NOTIFICATION_PREFIX and events[0].event == b"message":
-                end = payload.find(b'"', 27, 27 + 128)
-                if end != -1 and payload.find(b"\\", 27, end) == -1:
-                    label = metrics.method_label(payload[27:end].decode("utf-8", "replace"))
-                    metrics.message(("sent", NOTIFICATION, label))
-                    return
+        if len(events) == 1 and events[0].event == b"message":
+            # The SDKs' shape, one event per chunk: a notification goes straight to its counter.
+            method = _notification_method(events[0].data)
+            if method is not None:
+                label = metrics.method_label(method.decode("utf-8", "replace"))
+                metrics.message(("sent", NOTIFICATION, label))
+                return
         notifications: dict[bytes, int] | None = None
         for event in events:
             payload = event.data
             if not payload or (event.event and event.event != b"message"):
                 continue  # priming events (empty data) and other event types carry no JSON-RPC
-            if payload[:41] == _NOTIFICATION_PREFIX:
-                # Progress and log notifications, as the SDKs serialise them: only their method
-                # is needed, so they are counted (per chunk) without being decoded.
-                end = payload.find(b'"', 27, 27 + 128)
-                if end != -1 and payload.find(b"\\", 27, end) == -1:
-                    method = payload[27:end]
-                    if notifications is None:
-                        notifications = {}
-                    notifications[method] = notifications.get(method, 0) + 1
-                    continue
+            method = _notification_method(payload)
+            if method is not None:
+                if notifications is None:
+                    notifications = {}
+                notifications[method] = notifications.get(method, 0) + 1
+                continue
             messages, reason = decode(payload)
             if reason is not None:
                 metrics.parse_error(reason)

@@ -570,3 +570,32 @@ async def test_subscriptions_listen_ends_with_its_stream(registry: CollectorRegi
     await drive(mw(app, registry), scope(), body)
     assert op_count(registry, "subscriptions/listen") == 1
     assert in_flight_total(registry) == 0
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+async def test_notifications_counted_without_decoding_agree_with_decoding(
+    registry: CollectorRegistry, coalesce: bool
+) -> None:
+    events = [
+        b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{}}\r\n\r\n',
+        # An escape in the method: read by the full decoder, which yields notifications/message.
+        b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/messag\\u0065"}\r\n\r\n',
+        # A method no revision defines: folded into _OTHER, and the fold counted.
+        b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/custom"}\r\n\r\n',
+        sse_event(result(1, content=[])),
+    ]
+    chunks = [b"".join(events)] if coalesce else events
+    await drive(mw(responder(200, SSE, chunks, final_empty=True), registry), scope(), CALL_BODY)
+    for method in ("notifications/progress", "notifications/message", "_OTHER"):
+        assert (
+            value(
+                registry,
+                "mcp_server_messages_total",
+                direction="sent",
+                message_type="notification",
+                mcp_method_name=method,
+            )
+            == 1
+        ), method
+    assert value(registry, "mcp_metrics_label_overflow_total", label="mcp_method_name") == 1
+    assert op_count(registry, "tools/call", "sharpen_claw") == 1
