@@ -315,23 +315,19 @@ def _record(
     )
 
 
-def _outcome(mw: MCPMetricsMiddleware, op: _Operation, msg: JSONRPCMessage) -> tuple[str, str]:
-    """(error_type, rpc_response_status_code) for a response message."""
-    if msg.kind == ERROR:
-        code = msg.error_code
-        if code is None:
-            return OTHER, ""
-        label = mw.metrics.code_label(code)
-        if code == CANCELLED_CODE:
-            return "cancelled", label
-        if code in CALLER_ERROR_CODES:
-            return "", label
-        if label == OTHER:
-            mw.metrics.overflow("error_type")
-        return label, label
-    if op.method == "tools/call" and msg.is_tool_error:
-        return "tool_error", ""
-    return "", ""
+def _error_outcome(mw: MCPMetricsMiddleware, msg: JSONRPCMessage) -> tuple[str, str]:
+    """(error_type, rpc_response_status_code) for a JSON-RPC error message."""
+    code = msg.error_code
+    if code is None:
+        return OTHER, ""
+    label = mw.metrics.code_label(code)
+    if code == CANCELLED_CODE:
+        return "cancelled", label
+    if code in CALLER_ERROR_CODES:
+        return "", label
+    if label == OTHER:
+        mw.metrics.overflow("error_type")
+    return label, label
 
 
 def _notification_method(payload: bytes) -> bytes | None:
@@ -779,17 +775,11 @@ class _Exchange:
         mw = self.mw
         version = None
         if msg.kind != RESPONSE:
-            error_type, code = _outcome(mw, op, msg)
+            error_type, code = _error_outcome(mw, msg)
         else:
             method = op.method
             code = ""
-            error_type = (
-                "tool_error"
-                if method == "tools/call"
-                and type(result := msg.raw.get("result")) is dict
-                and result.get("isError") is True
-                else ""
-            )
+            error_type = "tool_error" if method == "tools/call" and msg.is_tool_error else ""
             if method == "tools/list":
                 mw.metrics.learn_tools(_names(msg.result, "tools"))
             elif method == "prompts/list":
