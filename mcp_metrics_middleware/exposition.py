@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import os
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -14,20 +13,13 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from mcp_metrics_middleware._types import Receive, Scope, Send
-
-
-def multiprocess_enabled() -> bool:
-    return bool(
-        os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
-    )
+from mcp_metrics_middleware.multiprocess import cleanup_dead_processes, multiproc_dir
 
 
 def exposition_registry(registry: CollectorRegistry) -> CollectorRegistry:
     """The registry to expose: in multiprocess mode, every worker's files aggregated."""
-    if multiprocess_enabled():
+    if multiproc_dir() is not None:
         from prometheus_client import multiprocess
-
-        from mcp_metrics_middleware.multiprocess import cleanup_dead_processes
 
         cleanup_dead_processes()
         aggregated = CollectorRegistry()

@@ -14,7 +14,6 @@ Both expose exactly the same names, types, labels and buckets.
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from bisect import bisect_left
@@ -48,6 +47,7 @@ from mcp_metrics_middleware.config import (
     PAYLOAD_BUCKETS,
     STANDARD_ERROR_CODES,
 )
+from mcp_metrics_middleware.multiprocess import multiproc_dir
 
 OPERATION_LABELS = (
     "mcp_method_name",
@@ -83,12 +83,6 @@ DOCS = {
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, MCPMetrics] = weakref.WeakKeyDictionary()
 _by_registry_lock = threading.Lock()
-
-
-def _multiprocess_env() -> bool:
-    return bool(
-        os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
-    )
 
 
 _START, _OPERATION, _MESSAGE, _HTTP, _SESSION_START, _SESSION_END, _PARSE_ERROR, _OVERFLOW = range(
@@ -445,7 +439,7 @@ class MCPMetrics:
         self.tools: set[str] = set()
         self.prompts: set[str] = set()
         self.error_codes: set[int] = set()
-        self.multiprocess = _multiprocess_env() if multiprocess is None else multiprocess
+        self.multiprocess = multiproc_dir() is not None if multiprocess is None else multiprocess
         store: _FastStore | _ClientStore
         if self.multiprocess:
             store = _ClientStore(registry)

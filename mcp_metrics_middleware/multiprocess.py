@@ -19,6 +19,7 @@ _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
 
 def multiproc_dir() -> str | None:
+    """The multiprocess directory prometheus-client uses, if multiprocess mode is on."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
