@@ -28,7 +28,7 @@ from mcp_metrics_middleware.config import (
     OTHER,
 )
 from mcp_metrics_middleware.exposition import MetricsEndpoint
-from mcp_metrics_middleware.jsonrpc import (
+from mcp_metrics_middleware.protocol.jsonrpc import (
     ERROR,
     NOTIFICATION,
     REQUEST,
@@ -38,7 +38,7 @@ from mcp_metrics_middleware.jsonrpc import (
     id_key,
 )
 from mcp_metrics_middleware.metrics import MCPMetrics
-from mcp_metrics_middleware.sse import SSEDecoder
+from mcp_metrics_middleware.protocol.sse import SSEDecoder
 
 _JSON, _SSE, _OTHER_BODY = 1, 2, 3
 _NOTIFICATION_PREFIX = b'{"jsonrpc":"2.0","method":"notifications/'

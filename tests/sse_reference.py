@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mcp_metrics_middleware.sse import ServerSentEvent
+from mcp_metrics_middleware.protocol.sse import ServerSentEvent
 
 
 def reference_decode(stream: bytes) -> list[ServerSentEvent]:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_metrics_middleware.jsonrpc import ERROR, NOTIFICATION, REQUEST, RESPONSE, decode, id_key
+from mcp_metrics_middleware.protocol.jsonrpc import ERROR, NOTIFICATION, REQUEST, RESPONSE, decode, id_key
 from mcp_metrics_middleware.middleware import _header_value
 
 

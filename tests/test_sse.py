@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_metrics_middleware.sse import ServerSentEvent, SSEDecoder
+from mcp_metrics_middleware.protocol.sse import ServerSentEvent, SSEDecoder
 from tests.sse_reference import reference_decode
 
 # Every framing the issue names: CRLF (Python SDK), LF (TypeScript SDK, event before id), lone CR,

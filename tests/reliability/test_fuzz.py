@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from mcp_metrics_middleware._types import ASGIApp, Message, Receive, Scope, Send
-from mcp_metrics_middleware.jsonrpc import decode
-from mcp_metrics_middleware.sse import ServerSentEvent, SSEDecoder
+from mcp_metrics_middleware.protocol.jsonrpc import decode
+from mcp_metrics_middleware.protocol.sse import ServerSentEvent, SSEDecoder
 from tests.apps import scope
 from tests.helpers import in_flight_total
 from tests.reliability.harness import compare, figure
