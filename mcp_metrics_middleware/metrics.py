@@ -1,10 +1,15 @@
-"""The Prometheus metrics, and the rules that keep their label values bounded.
+"""The Prometheus recorder: every label decision, and the metrics they feed.
+
+:class:`MCPMetrics` is the observer the sans-IO core (``protocol.model``) reports to. The core
+hands over raw facts (a method, a name as the client sent it, whether the server vouched for
+it); this module alone decides what becomes a label value, and caps every label.
 
 Two stores keep the numbers:
 
-* ``_FastStore`` (the default): plain dicts and lists updated under one lock, exposed through a
-  custom collector when Prometheus scrapes. Recording a whole operation costs one lock and a few
-  list increments, several times cheaper than prometheus-client's per-metric locks.
+* ``_FastStore`` (the default): plain dicts and lists written directly under one lock, exposed
+  through a custom collector when Prometheus scrapes. Recording a whole operation costs one lock
+  and a few list increments, several times cheaper than prometheus-client's per-metric locks,
+  and the lock makes one store safe to share between event loops in several threads.
 * ``_ClientStore``: prometheus-client's own ``Histogram``/``Counter``/``Gauge``. Used in
   multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), where values must live in the shared mmap files
   that ``MultiProcessCollector`` aggregates.
@@ -17,9 +22,8 @@ from __future__ import annotations
 import threading
 import weakref
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
@@ -36,6 +40,7 @@ from mcp_metrics_middleware.config import (
     DEFAULT_MAX_NAME_LENGTH,
     DEFAULT_MAX_NAMES,
     DEFAULT_MAX_OPERATION_SERIES,
+    DEFAULT_MAX_SESSIONS,
     DURATION_BUCKETS,
     HTTP_DURATION_BUCKETS,
     KNOWN_HTTP_METHODS,
@@ -45,18 +50,28 @@ from mcp_metrics_middleware.config import (
     OTHER,
     PARSE_ERROR_REASONS,
     PAYLOAD_BUCKETS,
+    SESSION_DURATION_BUCKETS,
     STANDARD_ERROR_CODES,
 )
 from mcp_metrics_middleware.multiprocess import multiproc_dir
+from mcp_metrics_middleware.protocol.jsonrpc import REQUEST, RESPONSE
+from mcp_metrics_middleware.protocol.model import RECEIVED, SENT, Operation, Session
 
-OPERATION_LABELS = (
-    "mcp_method_name",
-    "gen_ai_tool_name",
-    "gen_ai_prompt_name",
-    "error_type",
-    "rpc_response_status_code",
-    "mcp_protocol_version",
-)
+
+class OperationLabels(NamedTuple):
+    """The label set of ``mcp_server_operation_duration_seconds``, in exposition order."""
+
+    mcp_method_name: str
+    gen_ai_tool_name: str
+    gen_ai_prompt_name: str
+    error_type: str
+    rpc_response_status_code: str
+    mcp_protocol_version: str
+    network_transport: str
+
+
+OPERATION_LABELS = OperationLabels._fields
+ROUND_LABELS = ("mcp_method_name", "gen_ai_tool_name")
 IN_FLIGHT_LABELS = ("mcp_method_name", "gen_ai_tool_name")
 MESSAGE_LABELS = ("direction", "message_type", "mcp_method_name")
 PAYLOAD_LABELS = ("direction", "mcp_method_name", "gen_ai_tool_name")
@@ -67,153 +82,124 @@ DOCS = {
     "mcp_server_operation_duration_seconds": "MCP request or notification duration, from its "
     "arrival until its result or ack was sent.",
     "mcp_server_operations_in_flight": "MCP requests received and not yet answered.",
-    "mcp_server_session_duration_seconds": "Duration of MCP sessions (protocol revisions up to "
-    "2025-11-25).",
-    "mcp_server_sessions_active": "MCP sessions currently open (protocol revisions up to "
-    "2025-11-25).",
+    "mcp_server_session_duration_seconds": "Duration of MCP sessions (protocol revisions up to 2025-11-25).",
+    "mcp_server_sessions_active": "MCP sessions currently open (protocol revisions up to 2025-11-25).",
     "mcp_server_messages": "JSON-RPC messages seen on the MCP path.",
-    "mcp_server_operation_payload_bytes": "Size of MCP request messages and of their response "
-    "messages.",
-    "mcp_http_server_request_duration_seconds": "Duration of HTTP requests to the MCP path "
-    "(streams: until they end).",
-    "mcp_metrics_parse_errors": "Traffic the middleware could not decode; the bytes still passed "
-    "untouched.",
+    "mcp_server_operation_payload_bytes": "Size of MCP request messages and of their response messages.",
+    "mcp_http_server_request_duration_seconds": "Duration of HTTP requests to the MCP path (streams: until they end).",
+    "mcp_metrics_parse_errors": "Traffic the middleware could not decode; the bytes still passed untouched.",
     "mcp_metrics_label_overflow": "Label values folded into _OTHER (unknown or over the cap).",
+    "mcp_server_input_required": "Rounds of 2026-07-28 multi-round requests that ended asking "
+    "the client for input (resultType input_required); the call itself is recorded when its "
+    "final round ends.",
+    "mcp_server_sessions_limit": "The most sessions the server keeps (the SDK's max_sessions).",
+    "mcp_metrics_path_near_misses": "Requests to a path that looks like the MCP path but is not "
+    "observed (check mcp_path).",
+    "mcp_metrics_build_info": "The mcp-metrics-middleware version serving these metrics.",
 }
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, MCPMetrics] = weakref.WeakKeyDictionary()
 _by_registry_lock = threading.Lock()
 
+Row = list[float]  # a histogram row: [count per bucket..., count in +Inf, sum]
 
-_START, _OPERATION, _MESSAGE, _HTTP, _SESSION_START, _SESSION_END, _PARSE_ERROR, _OVERFLOW = range(
-    8
-)
-_FLUSH_AT = 4096  # records queued before they are folded in without waiting for a scrape
+
+def _observe(rows: dict[Any, Row], key: Any, bounds: tuple[float, ...], value: float) -> None:
+    row = rows.get(key)
+    if row is None:
+        row = rows[key] = [0.0] * (len(bounds) + 2)
+    row[bisect_left(bounds, value)] += 1.0
+    row[-1] += value
 
 
 class _FastStore(Collector):
-    """All the middleware's numbers in plain containers; folded in and rendered when scraped.
+    """All the recorder's numbers in plain containers, written under one lock, read when scraped."""
 
-    The request path only appends one tuple per event to a deque (thread-safe, no lock). The
-    records are folded into the aggregates under a lock when Prometheus scrapes, or as soon as
-    ``_FLUSH_AT`` of them are waiting, so memory stays bounded without a scraper.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, duration_buckets: tuple[float, ...], session_buckets: tuple[float, ...]) -> None:
         self.lock = threading.Lock()
-        self.queue: deque[tuple[Any, ...]] = deque()
-        # Each histogram row is [count per bucket..., count in +Inf, sum].
-        self.operations: dict[tuple[str, ...], list[float]] = {}
-        self.payloads: dict[tuple[str, ...], list[float]] = {}
-        self.http: dict[tuple[str, ...], list[float]] = {}
-        self.sessions: dict[tuple[str, ...], list[float]] = {}
+        self.duration_buckets = duration_buckets
+        self.session_buckets = session_buckets
+        self.operations: dict[tuple[str, ...], Row] = {}
+        self.payloads: dict[tuple[str, ...], Row] = {}
+        self.http: dict[tuple[str, ...], Row] = {}
+        self.sessions: dict[tuple[str, ...], Row] = {}
         self.in_flight: dict[tuple[str, str], float] = {}
         self.messages: dict[tuple[str, str, str], float] = {}
+        self.rounds: dict[tuple[str, str], float] = {}
         self.parse_errors = dict.fromkeys(PARSE_ERROR_REASONS, 0.0)
         self.overflow = dict.fromkeys(LABELS_WITH_OVERFLOW, 0.0)
         self.sessions_active = 0.0
+        self.near_misses = 0.0
 
-    # -- the request path: append only ----------------------------------------------------
-
-    def _push(self, record: tuple[Any, ...]) -> None:
-        queue = self.queue
-        queue.append(record)
-        if len(queue) >= _FLUSH_AT:
-            self.flush()
+    # -- the request path -------------------------------------------------------------------
 
     def start(self, key: tuple[str, str], message: tuple[str, str, str]) -> None:
         """An operation arrived: in flight, and its request message counted."""
-        self._push((_START, key, message))
+        with self.lock:
+            in_flight = self.in_flight
+            in_flight[key] = in_flight.get(key, 0.0) + 1.0
+            messages = self.messages
+            messages[message] = messages.get(message, 0.0) + 1.0
 
     def operation(
         self,
-        in_flight: tuple[str, str],
-        labels: tuple[str, str, str, str, str, str],
+        in_flight: tuple[str, str] | None,
+        labels: tuple[str, ...] | None,
         duration: float,
         payload_labels: tuple[str, str] | None,
         request_size: int,
         response_size: int,
         message: tuple[str, str, str] | None = None,
     ) -> None:
-        """An operation finished (and ``message``, its answer, was sent)."""
-        queue = self.queue
-        queue.append(
-            (
-                _OPERATION,
-                in_flight,
-                labels,
-                duration,
-                payload_labels,
-                request_size,
-                response_size,
-                message,
-            )
-        )
-        if len(queue) >= _FLUSH_AT:
-            self.flush()
+        """An operation finished (``labels`` None: withdrawn) and ``message``, its answer, was sent."""
+        with self.lock:
+            if in_flight is not None:
+                self.in_flight[in_flight] = self.in_flight.get(in_flight, 0.0) - 1.0
+            if message is not None:
+                self.messages[message] = self.messages.get(message, 0.0) + 1.0
+            if labels is not None:
+                _observe(self.operations, labels, self.duration_buckets, duration)
+            if payload_labels is not None:
+                method, tool = payload_labels
+                if request_size:
+                    _observe(self.payloads, ("request", method, tool), PAYLOAD_BUCKETS, request_size)
+                if response_size:
+                    _observe(self.payloads, ("response", method, tool), PAYLOAD_BUCKETS, response_size)
+
+    def input_required(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            self.rounds[key] = self.rounds.get(key, 0.0) + 1.0
 
     def message(self, key: tuple[str, str, str], n: int = 1) -> None:
-        self._push((_MESSAGE, key, n))
+        with self.lock:
+            self.messages[key] = self.messages.get(key, 0.0) + n
 
     def http_request(self, key: tuple[str, str], duration: float) -> None:
-        self._push((_HTTP, key, duration))
+        with self.lock:
+            _observe(self.http, key, HTTP_DURATION_BUCKETS, duration)
 
     def session_started(self) -> None:
-        self._push((_SESSION_START,))
+        with self.lock:
+            self.sessions_active += 1.0
 
     def session_ended(self, version: str, duration: float) -> None:
-        self._push((_SESSION_END, version, duration))
+        with self.lock:
+            self.sessions_active -= 1.0
+            _observe(self.sessions, (version,), self.session_buckets, duration)
 
     def parse_error(self, reason: str) -> None:
-        self._push((_PARSE_ERROR, reason))
+        with self.lock:
+            self.parse_errors[reason] += 1.0
 
     def label_overflow(self, label: str, n: int = 1) -> None:
-        self._push((_OVERFLOW, label, n))
-
-    # -- folding the records in -----------------------------------------------------------
-
-    def flush(self) -> None:
         with self.lock:
-            queue = self.queue
-            pop = queue.popleft
-            in_flight = self.in_flight
-            messages = self.messages
-            while queue:
-                record = pop()
-                kind = record[0]
-                if kind == _OPERATION:
-                    _, key, labels, duration, payload_labels, req, resp, message = record
-                    in_flight[key] = in_flight.get(key, 0.0) - 1.0
-                    if message is not None:
-                        messages[message] = messages.get(message, 0.0) + 1.0
-                    _observe(self.operations, labels, DURATION_BUCKETS, duration)
-                    if payload_labels is not None:
-                        method, tool = payload_labels
-                        if req:
-                            _observe(self.payloads, ("request", method, tool), PAYLOAD_BUCKETS, req)
-                        if resp:
-                            _observe(
-                                self.payloads, ("response", method, tool), PAYLOAD_BUCKETS, resp
-                            )
-                elif kind == _START:
-                    key, message = record[1], record[2]
-                    in_flight[key] = in_flight.get(key, 0.0) + 1.0
-                    messages[message] = messages.get(message, 0.0) + 1.0
-                elif kind == _HTTP:
-                    _observe(self.http, record[1], HTTP_DURATION_BUCKETS, record[2])
-                elif kind == _MESSAGE:
-                    messages[record[1]] = messages.get(record[1], 0.0) + record[2]
-                elif kind == _SESSION_START:
-                    self.sessions_active += 1.0
-                elif kind == _SESSION_END:
-                    self.sessions_active -= 1.0
-                    _observe(self.sessions, (record[1],), DURATION_BUCKETS, record[2])
-                elif kind == _PARSE_ERROR:
-                    self.parse_errors[record[1]] += 1.0
-                else:
-                    self.overflow[record[1]] += record[2]
+            self.overflow[label] += n
 
-    # -- exposition -----------------------------------------------------------------------
+    def near_miss(self) -> None:
+        with self.lock:
+            self.near_misses += 1.0
+
+    # -- exposition -------------------------------------------------------------------------
 
     def describe(self) -> Iterable[Metric]:
         return [
@@ -222,18 +208,17 @@ class _FastStore(Collector):
             HistogramMetricFamily("mcp_server_session_duration_seconds", "", labels=()),
             GaugeMetricFamily("mcp_server_sessions_active", ""),
             CounterMetricFamily("mcp_server_messages", ""),
+            CounterMetricFamily("mcp_server_input_required", ""),
             HistogramMetricFamily("mcp_server_operation_payload_bytes", "", labels=()),
             HistogramMetricFamily("mcp_http_server_request_duration_seconds", "", labels=()),
             CounterMetricFamily("mcp_metrics_parse_errors", ""),
             CounterMetricFamily("mcp_metrics_label_overflow", ""),
+            CounterMetricFamily("mcp_metrics_path_near_misses", ""),
         ]
 
     @staticmethod
     def _histogram(
-        name: str,
-        labels: Sequence[str],
-        bounds: Sequence[float],
-        rows: dict[tuple[str, ...], list[float]],
+        name: str, labels: Sequence[str], bounds: Sequence[float], rows: dict[tuple[str, ...], Row]
     ) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, DOCS[name], labels=labels)
         edges = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
@@ -247,52 +232,45 @@ class _FastStore(Collector):
         return family
 
     def collect(self) -> Iterator[Metric]:
-        self.flush()
+        # Copy under the lock (a few microseconds per thousand series); render outside it.
         with self.lock:
-            operations = {k: list(v) for k, v in self.operations.items()}
-            payloads = {k: list(v) for k, v in self.payloads.items()}
-            http = {k: list(v) for k, v in self.http.items()}
-            sessions = {k: list(v) for k, v in self.sessions.items()}
+            operations = {k: v[:] for k, v in self.operations.items()}
+            payloads = {k: v[:] for k, v in self.payloads.items()}
+            http = {k: v[:] for k, v in self.http.items()}
+            sessions = {k: v[:] for k, v in self.sessions.items()}
             in_flight = dict(self.in_flight)
             messages = dict(self.messages)
+            rounds = dict(self.rounds)
             parse_errors = dict(self.parse_errors)
             overflow = dict(self.overflow)
             sessions_active = self.sessions_active
+            near_misses = self.near_misses
         yield self._histogram(
-            "mcp_server_operation_duration_seconds", OPERATION_LABELS, DURATION_BUCKETS, operations
+            "mcp_server_operation_duration_seconds", OPERATION_LABELS, self.duration_buckets, operations
         )
         gauge = GaugeMetricFamily(
-            "mcp_server_operations_in_flight",
-            DOCS["mcp_server_operations_in_flight"],
-            labels=IN_FLIGHT_LABELS,
+            "mcp_server_operations_in_flight", DOCS["mcp_server_operations_in_flight"], labels=IN_FLIGHT_LABELS
         )
         for key, value in in_flight.items():
             gauge.add_metric(list(key), value)
         yield gauge
         yield self._histogram(
-            "mcp_server_session_duration_seconds",
-            ("mcp_protocol_version",),
-            DURATION_BUCKETS,
-            sessions,
+            "mcp_server_session_duration_seconds", ("mcp_protocol_version",), self.session_buckets, sessions
         )
-        yield GaugeMetricFamily(
-            "mcp_server_sessions_active", DOCS["mcp_server_sessions_active"], sessions_active
-        )
-        counter = CounterMetricFamily(
-            "mcp_server_messages", DOCS["mcp_server_messages"], labels=MESSAGE_LABELS
-        )
+        yield GaugeMetricFamily("mcp_server_sessions_active", DOCS["mcp_server_sessions_active"], sessions_active)
+        counter = CounterMetricFamily("mcp_server_messages", DOCS["mcp_server_messages"], labels=MESSAGE_LABELS)
         for mkey, value in messages.items():
             counter.add_metric(list(mkey), value)
         yield counter
-        yield self._histogram(
-            "mcp_server_operation_payload_bytes", PAYLOAD_LABELS, PAYLOAD_BUCKETS, payloads
-        )
-        yield self._histogram(
-            "mcp_http_server_request_duration_seconds", HTTP_LABELS, HTTP_DURATION_BUCKETS, http
-        )
         counter = CounterMetricFamily(
-            "mcp_metrics_parse_errors", DOCS["mcp_metrics_parse_errors"], labels=("reason",)
+            "mcp_server_input_required", DOCS["mcp_server_input_required"], labels=ROUND_LABELS
         )
+        for rkey, value in rounds.items():
+            counter.add_metric(list(rkey), value)
+        yield counter
+        yield self._histogram("mcp_server_operation_payload_bytes", PAYLOAD_LABELS, PAYLOAD_BUCKETS, payloads)
+        yield self._histogram("mcp_http_server_request_duration_seconds", HTTP_LABELS, HTTP_DURATION_BUCKETS, http)
+        counter = CounterMetricFamily("mcp_metrics_parse_errors", DOCS["mcp_metrics_parse_errors"], labels=("reason",))
         for reason, value in parse_errors.items():
             counter.add_metric([reason], value)
         yield counter
@@ -302,31 +280,25 @@ class _FastStore(Collector):
         for label, value in overflow.items():
             counter.add_metric([label], value)
         yield counter
-
-
-def _observe(
-    rows: dict[tuple[str, ...], list[float]],
-    key: tuple[str, ...],
-    bounds: tuple[float, ...],
-    value: float,
-) -> None:
-    row = rows.get(key)
-    if row is None:
-        row = rows[key] = [0.0] * (len(bounds) + 2)
-    row[bisect_left(bounds, value)] += 1.0
-    row[-1] += value
+        yield CounterMetricFamily("mcp_metrics_path_near_misses", DOCS["mcp_metrics_path_near_misses"], near_misses)
 
 
 class _ClientStore:
     """The same numbers in prometheus-client metric objects (multiprocess-capable)."""
 
-    def __init__(self, registry: CollectorRegistry | None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None,
+        duration_buckets: tuple[float, ...],
+        session_buckets: tuple[float, ...],
+    ) -> None:
         def histogram(name: str, labels: Sequence[str], buckets: Sequence[float]) -> Histogram:
             return Histogram(name, DOCS[name], labels, buckets=buckets, registry=registry)
 
-        self.operations = histogram(
-            "mcp_server_operation_duration_seconds", OPERATION_LABELS, DURATION_BUCKETS
-        )
+        def counter(name: str, labels: Sequence[str]) -> Counter:
+            return Counter(name, DOCS[name], labels, registry=registry)
+
+        self.operations = histogram("mcp_server_operation_duration_seconds", OPERATION_LABELS, duration_buckets)
         self.in_flight = Gauge(
             "mcp_server_operations_in_flight",
             DOCS["mcp_server_operations_in_flight"],
@@ -334,36 +306,20 @@ class _ClientStore:
             registry=registry,
             multiprocess_mode="livesum",
         )
-        self.sessions = histogram(
-            "mcp_server_session_duration_seconds", ("mcp_protocol_version",), DURATION_BUCKETS
-        )
+        self.sessions = histogram("mcp_server_session_duration_seconds", ("mcp_protocol_version",), session_buckets)
         self.sessions_active = Gauge(
             "mcp_server_sessions_active",
             DOCS["mcp_server_sessions_active"],
             registry=registry,
             multiprocess_mode="livesum",
         )
-        self.messages = Counter(
-            "mcp_server_messages", DOCS["mcp_server_messages"], MESSAGE_LABELS, registry=registry
-        )
-        self.payloads = histogram(
-            "mcp_server_operation_payload_bytes", PAYLOAD_LABELS, PAYLOAD_BUCKETS
-        )
-        self.http = histogram(
-            "mcp_http_server_request_duration_seconds", HTTP_LABELS, HTTP_DURATION_BUCKETS
-        )
-        self.parse_errors = Counter(
-            "mcp_metrics_parse_errors",
-            DOCS["mcp_metrics_parse_errors"],
-            ("reason",),
-            registry=registry,
-        )
-        self.overflow = Counter(
-            "mcp_metrics_label_overflow",
-            DOCS["mcp_metrics_label_overflow"],
-            ("label",),
-            registry=registry,
-        )
+        self.messages = counter("mcp_server_messages", MESSAGE_LABELS)
+        self.rounds = counter("mcp_server_input_required", ROUND_LABELS)
+        self.payloads = histogram("mcp_server_operation_payload_bytes", PAYLOAD_LABELS, PAYLOAD_BUCKETS)
+        self.http = histogram("mcp_http_server_request_duration_seconds", HTTP_LABELS, HTTP_DURATION_BUCKETS)
+        self.parse_errors = counter("mcp_metrics_parse_errors", ("reason",))
+        self.overflow = counter("mcp_metrics_label_overflow", ("label",))
+        self.near_misses = counter("mcp_metrics_path_near_misses", ())
         self._parse_errors = {r: self.parse_errors.labels(r) for r in PARSE_ERROR_REASONS}
         self._overflow = {name: self.overflow.labels(name) for name in LABELS_WITH_OVERFLOW}
 
@@ -373,23 +329,28 @@ class _ClientStore:
 
     def operation(
         self,
-        in_flight: tuple[str, str],
-        labels: tuple[str, str, str, str, str, str],
+        in_flight: tuple[str, str] | None,
+        labels: tuple[str, ...] | None,
         duration: float,
         payload_labels: tuple[str, str] | None,
         request_size: int,
         response_size: int,
         message: tuple[str, str, str] | None = None,
     ) -> None:
-        self.in_flight.labels(*in_flight).dec()
+        if in_flight is not None:
+            self.in_flight.labels(*in_flight).dec()
         if message is not None:
             self.messages.labels(*message).inc()
-        self.operations.labels(*labels).observe(duration)
+        if labels is not None:
+            self.operations.labels(*labels).observe(duration)
         if payload_labels is not None:
             if request_size:
                 self.payloads.labels("request", *payload_labels).observe(request_size)
             if response_size:
                 self.payloads.labels("response", *payload_labels).observe(response_size)
+
+    def input_required(self, key: tuple[str, str]) -> None:
+        self.rounds.labels(*key).inc()
 
     def message(self, key: tuple[str, str, str], n: int = 1) -> None:
         self.messages.labels(*key).inc(n)
@@ -410,14 +371,55 @@ class _ClientStore:
     def label_overflow(self, label: str, n: int = 1) -> None:
         self._overflow[label].inc(n)
 
+    def near_miss(self) -> None:
+        self.near_misses.inc()
+
+
+class _Static(Collector):
+    """Gauges whose value is configuration: build info and the session limit."""
+
+    def __init__(self, sessions_limit: float) -> None:
+        self.sessions_limit = sessions_limit
+
+    def collect(self) -> Iterator[Metric]:
+        from mcp_metrics_middleware import __version__
+
+        info = GaugeMetricFamily("mcp_metrics_build_info", DOCS["mcp_metrics_build_info"], labels=("version",))
+        info.add_metric([__version__], 1.0)
+        yield info
+        yield GaugeMetricFamily("mcp_server_sessions_limit", DOCS["mcp_server_sessions_limit"], self.sessions_limit)
+
+
+def _buckets(name: str, values: Iterable[float]) -> tuple[float, ...]:
+    bounds = tuple(float(v) for v in values)
+    if not bounds or any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)) or bounds[0] <= 0:
+        raise ValueError(f"{name} must be positive and strictly increasing, got {bounds!r}")
+    return bounds
+
 
 class MCPMetrics:
-    """Every metric the middleware records, registered once per registry, and the label policy.
+    """The recorder: every metric, registered once per registry, and every label decision.
 
+    It is the :class:`~mcp_metrics_middleware.protocol.model.Observer` of the sans-IO core.
     Use :meth:`for_registry` to share one instance between several middlewares on the same
     registry (two ``MCPMetricsMiddleware`` on one registry never raise "Duplicated timeseries").
-    ``multiprocess=None`` picks prometheus-client's multiprocess-capable metrics when
-    ``PROMETHEUS_MULTIPROC_DIR`` is set.
+
+    Args:
+        registry: where the metrics are registered (``None``: nowhere, for tests).
+        max_names: tool names (and, separately, prompt names) admitted as label values.
+        max_error_codes: non-standard JSON-RPC error codes admitted as label values.
+        max_name_length: longest name admitted (characters).
+        max_operation_series: distinct label sets of the operation histogram; past it, new
+            sets keep ``error_type`` and fold every other label into ``_OTHER``.
+        duration_buckets: operation histogram boundaries in seconds (default: OTel's plus four
+            below 10 ms).
+        session_buckets: session duration boundaries in seconds (default: up to a day).
+        max_sessions: exposed as ``mcp_server_sessions_limit`` (the SDK's ``max_sessions``).
+        multiprocess: use prometheus-client's multiprocess-capable metrics (``None``: when
+            ``PROMETHEUS_MULTIPROC_DIR`` is set).
+
+    Raises:
+        ValueError: for buckets that are empty, not positive or not increasing.
     """
 
     def __init__(
@@ -428,6 +430,9 @@ class MCPMetrics:
         max_error_codes: int = DEFAULT_MAX_ERROR_CODES,
         max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
         max_operation_series: int = DEFAULT_MAX_OPERATION_SERIES,
+        duration_buckets: Sequence[float] = DURATION_BUCKETS,
+        session_buckets: Sequence[float] = SESSION_DURATION_BUCKETS,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
         multiprocess: bool | None = None,
     ) -> None:
         self.registry = registry
@@ -439,24 +444,23 @@ class MCPMetrics:
         self.tools: set[str] = set()
         self.prompts: set[str] = set()
         self.error_codes: set[int] = set()
+        self.duration_buckets = _buckets("duration_buckets", duration_buckets)
+        self.session_buckets = _buckets("session_buckets", session_buckets)
         self.multiprocess = multiproc_dir() is not None if multiprocess is None else multiprocess
         store: _FastStore | _ClientStore
         if self.multiprocess:
-            store = _ClientStore(registry)
+            store = _ClientStore(registry, self.duration_buckets, self.session_buckets)
         else:
-            store = _FastStore()
+            store = _FastStore(self.duration_buckets, self.session_buckets)
             if registry is not None:
                 registry.register(store)
+        self.static = _Static(float(max_sessions))
+        if registry is not None:
+            registry.register(self.static)
         self.store = store
-        # The recording entry points, bound once.
-        self.start = store.start
-        self.operation = store.operation
-        self.message = store.message
-        self.http_request = store.http_request
-        self.session_started = store.session_started
-        self.session_ended = store.session_ended
-        self.parse_error = store.parse_error
         self.overflow = store.label_overflow
+        self.parse_error = store.parse_error
+        self.near_miss = store.near_miss
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry, **kwargs: Any) -> MCPMetrics:
@@ -468,7 +472,98 @@ class MCPMetrics:
                 _by_registry[registry] = metrics
             return metrics
 
-    # -- label policy ---------------------------------------------------------------------
+    # -- the observer interface (protocol.model.Observer) -----------------------------------
+
+    def operation_started(self, op: Operation) -> None:
+        method = self.method_label(op.method)
+        if op.direction == SENT:
+            op.slot = (method, None)
+            self.store.message((SENT, REQUEST, method))
+            return
+        tool = ""
+        name = op.name
+        if name is not None and op.method == "tools/call":
+            tool = name if name in self.tools else OTHER
+        key = (method, tool)
+        op.slot = (method, key)
+        self.store.start(key, (RECEIVED, op.kind, method))
+
+    def operation_finished(self, op: Operation) -> None:
+        method, gauge = op.slot
+        answer = op.answer_kind
+        if gauge is None:  # a server-to-client request: its answer came from the client
+            if answer is not None:
+                self.store.message((RECEIVED, answer, method))
+            return
+        tool = prompt = ""
+        name = op.name
+        if name is not None:
+            if op.method == "tools/call":
+                tool = self._name_label(self.tools, name, op, "gen_ai_tool_name")
+            elif op.method == "prompts/get":
+                prompt = self._name_label(self.prompts, name, op, "gen_ai_prompt_name")
+        message = None if answer is None else (SENT, answer, method)
+        if op.result_type == "input_required":
+            # One round of a multi-round call, not the call: counted apart.
+            self.store.input_required((method, tool))
+            self.store.operation(gauge, None, 0.0, None, 0, 0, message)
+            return
+        error_type = op.error_type
+        code = ""
+        if op.code is not None:
+            code = self.code_label(op.code)
+            if error_type and error_type == str(op.code) and code == OTHER:
+                error_type = OTHER  # a custom code past the cap
+        labels = self.operation_labels(
+            OperationLabels(
+                method, tool, prompt, error_type, code, self.version_label(op.protocol_version), op.transport
+            )
+        )
+        self.store.operation(
+            gauge, labels, op.end - op.start, (method, tool), op.request_size, op.response_size, message
+        )
+
+    def operation_withdrawn(self, op: Operation) -> None:
+        _method, gauge = op.slot
+        if gauge is not None:
+            self.store.operation(gauge, None, 0.0, None, 0, 0)
+
+    def message(self, direction: str, kind: str, method: str | None, n: int = 1) -> None:
+        self.store.message((direction, kind, self.method_label(method, n)), n)
+
+    def names_listed(self, method: str, names: Sequence[Any]) -> None:
+        self._learn(self.tools if method == "tools/list" else self.prompts, names)
+
+    def session_started(self, session: Session) -> None:
+        self.store.session_started()
+
+    def session_ended(self, session: Session, end: float) -> None:
+        self.store.session_ended(self.version_label(session.protocol_version), max(0.0, end - session.start))
+
+    def http_request(self, method: str, status: int, duration: float) -> None:
+        self.store.http_request((self.http_method_label(method), _STATUS_LABELS.get(status, "")), duration)
+
+    # -- label policy -----------------------------------------------------------------------
+
+    def _name_label(self, names: set[str], name: str, op: Operation, label: str) -> str:
+        """A tool or prompt name becomes a label only if the server vouched for it.
+
+        Vouched: listed by the server (``tools/list``, ``prompts/list``), given by the operator
+        (``known_tools``), or answered with a successful result to a request whose body named
+        it. A name from the ``Mcp-Name`` header, or from a request the server refused, never
+        becomes a label of its own.
+        """
+        if not op.vouched:
+            self.overflow(label)
+            return OTHER
+        if name in names:
+            return name
+        if not op.name_from_header and not op.error_type and op.answer_kind == RESPONSE:
+            self._admit(names, name)
+            if name in names:
+                return name
+        self.overflow(label)
+        return OTHER
 
     def method_label(self, method: str | None, n: int = 1) -> str:
         """The label for ``method``; ``n`` messages carried it (for the overflow count)."""
@@ -493,22 +588,6 @@ class MCPMetrics:
         self.overflow("mcp_protocol_version")
         return OTHER
 
-    def tool_label(self, name: str | None) -> str:
-        if name is None:
-            return ""
-        if name in self.tools:
-            return name
-        self.overflow("gen_ai_tool_name")
-        return OTHER
-
-    def prompt_label(self, name: str | None) -> str:
-        if name is None:
-            return ""
-        if name in self.prompts:
-            return name
-        self.overflow("gen_ai_prompt_name")
-        return OTHER
-
     def _admit(self, names: set[str], name: Any) -> None:
         if (
             type(name) is str
@@ -519,17 +598,18 @@ class MCPMetrics:
         ):
             names.add(name)
 
+    def _learn(self, names: set[str], candidates: Iterable[Any]) -> None:
+        for name in candidates:
+            self._admit(names, name)
+
     def learn_tools(self, names: Iterable[Any]) -> None:
-        for name in names:
-            self._admit(self.tools, name)
+        """Admit tool names the server offers (e.g. from its own tool list)."""
+        self._learn(self.tools, names)
 
     def learn_prompts(self, names: Iterable[Any]) -> None:
-        for name in names:
-            self._admit(self.prompts, name)
+        self._learn(self.prompts, names)
 
-    def operation_labels(
-        self, labels: tuple[str, str, str, str, str, str]
-    ) -> tuple[str, str, str, str, str, str]:
+    def operation_labels(self, labels: OperationLabels) -> tuple[str, ...]:
         """Apply the series cap to a full operation label set."""
         seen = self.operation_series
         if labels in seen:
@@ -538,7 +618,7 @@ class MCPMetrics:
             seen.add(labels)
             return labels
         self.overflow("series")
-        return (OTHER, OTHER, OTHER, labels[3], OTHER, OTHER)
+        return OperationLabels(OTHER, OTHER, OTHER, labels.error_type, OTHER, OTHER, labels.network_transport)
 
     def code_label(self, code: int) -> str:
         if code in STANDARD_ERROR_CODES or code in self.error_codes:
@@ -548,3 +628,6 @@ class MCPMetrics:
             return str(code)
         self.overflow("rpc_response_status_code")
         return OTHER
+
+
+_STATUS_LABELS = {code: str(code) for code in range(100, 600)}

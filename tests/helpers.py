@@ -11,6 +11,7 @@ def op_count(
     code: str = "",
     version: str = "",
     prompt: str = "",
+    transport: str = "tcp",
 ) -> float:
     """How many operations were recorded with exactly these labels (0 if none)."""
     value = registry.get_sample_value(
@@ -22,6 +23,7 @@ def op_count(
             "error_type": error_type,
             "rpc_response_status_code": code,
             "mcp_protocol_version": version,
+            "network_transport": transport,
         },
     )
     return value or 0.0

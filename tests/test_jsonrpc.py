@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcp_metrics_middleware.protocol.jsonrpc import ERROR, NOTIFICATION, REQUEST, RESPONSE, decode, id_key
-from mcp_metrics_middleware.middleware import _header_value
+from mcp_metrics_middleware.protocol.model import header_name as _header_value
 
 
 def test_kinds() -> None:

@@ -1,0 +1,873 @@
+"""The MCP exchange model: which answer ends which operation. Sans-IO, in the style of h11.
+
+How it works
+------------
+
+A transport adapter owns one :class:`ServerModel` per server (per event loop) and drives it
+with events, each stamped with ``now`` (seconds from any monotonic clock; the model never reads
+a clock):
+
+* HTTP (the ASGI middleware, the proxy): :meth:`ServerModel.http_exchange` opens an
+  :class:`HTTPExchange` per request; the adapter feeds ``request_body``, ``response_start``,
+  ``response_body``, ``disconnected`` and finally ``end``.
+* stdio (the wrapper): :meth:`ServerModel.pipe` opens a :class:`PipeConnection`; the adapter
+  feeds ``client_line`` and ``server_line``, and ``end`` when the process exits.
+* time: :meth:`ServerModel.expire` ends idle sessions and parked operations;
+  :meth:`ServerModel.next_deadline` says when it next has work.
+
+What comes out goes to an :class:`Observer`: an :class:`Operation` when it starts and when it
+finishes (every started operation finishes exactly once, or is withdrawn), a :class:`Session`
+when it starts and ends, and counts of messages and of traffic that could not be decoded. The
+model makes no label decisions: operations carry raw names, methods and versions, and whether
+the server *vouched* for them. The observer (the Prometheus recorder) decides labels.
+
+Rules, with the spec lines they follow:
+
+* **Correlation.** An answer (``result`` or ``error``) ends the operation whose request had the
+  same id, in the same HTTP exchange; ids are keyed by JSON type (see ``jsonrpc.id_key``).
+  Server-to-client requests have their own id space.
+  See: https://www.jsonrpc.org/specification#response_object
+* **Notifications** end when the server acknowledges them: 202 on HTTP, at once on stdio.
+  See: https://modelcontextprotocol.io/specification/2025-11-25/basic/transports#sending-messages-to-the-server
+* **Resumability.** A POST stream that ends without its answer parks the operation under
+  (session id, request id) for ``parked_timeout``: the answer may be replayed on the session's
+  GET stream after ``Last-Event-ID``.
+  See: https://modelcontextprotocol.io/specification/2025-11-25/basic/transports#resumability-and-redelivery
+* **Sessions** (handshake era) start when an ``initialize`` answer carries a new
+  ``Mcp-Session-Id``, and end on DELETE, on a 404 for that id, after ``session_idle_timeout``,
+  or when ``max_sessions`` forces the least recently used out.
+  See: https://modelcontextprotocol.io/specification/2025-11-25/basic/transports#session-management
+* **Outcomes** come from :mod:`.outcomes`, the one table.
+* **Bounded work.** Tables are bounded and return what they evict; a body is decoded within the
+  cap; a batch has at most ``jsonrpc.MAX_BATCH`` members.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from mcp_metrics_middleware.protocol import outcomes
+from mcp_metrics_middleware.protocol.body import JSON, OPAQUE, SSE, BodyReader, LineReader, content_kind
+from mcp_metrics_middleware.protocol.jsonrpc import (
+    ERROR,
+    HANDSHAKE,
+    MODERN,
+    NOTIFICATION,
+    REQUEST,
+    RESPONSE,
+    SERVER,
+    JSONRPCMessage,
+    decode,
+)
+from mcp_metrics_middleware.protocol.tables import BoundedTable
+
+# mcp_types.version.HANDSHAKE_PROTOCOL_VERSIONS: any other MCP-Protocol-Version header value
+# takes the 2026-07-28 path of the SDK's session manager.
+HANDSHAKE_VERSIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"})
+TCP = "tcp"  # semconv network.transport for HTTP
+PIPE = "pipe"  # semconv network.transport for stdio
+RECEIVED = "received"  # the client sent it to the server
+SENT = "sent"  # the server sent it to the client
+CLIENT_INFO = "io.modelcontextprotocol/clientInfo"  # 2026-07-28: _meta key on every request
+_NOTIFICATION_PREFIX = b'{"jsonrpc":"2.0","method":"notifications/'
+_LISTEN = "subscriptions/listen"
+
+
+class Operation:
+    """One request or notification, from its arrival until its answer (or its end).
+
+    Filled by the model; observers read it and may use ``slot`` for their own state (the
+    recorder keeps the in-flight gauge key there). Times are the adapter's ``now`` values.
+    """
+
+    __slots__ = (
+        "method",
+        "name",
+        "name_from_header",
+        "kind",
+        "direction",
+        "start",
+        "end",
+        "request_size",
+        "response_size",
+        "protocol_version",
+        "transport",
+        "session_id",
+        "client_name",
+        "client_version",
+        "meta",
+        "error_type",
+        "code",
+        "vouched",
+        "answer_kind",
+        "result_type",
+        "done",
+        "parked",
+        "slot",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        name: str | None,
+        kind: str,
+        start: float,
+        request_size: int,
+        protocol_version: str,
+        transport: str,
+        direction: str = RECEIVED,
+    ) -> None:
+        self.method = method
+        self.name = name  # params.name of tools/call or prompts/get, as the client sent it
+        self.name_from_header = False  # the name came from Mcp-Name, not from a decoded body
+        self.kind = kind  # REQUEST or NOTIFICATION
+        self.direction = direction  # RECEIVED: the client asked the server; SENT: the reverse
+        self.start = start
+        self.end = start
+        self.request_size = request_size
+        self.response_size = 0
+        self.protocol_version = protocol_version  # raw; "" when unknown
+        self.transport = transport
+        self.session_id: str | None = None
+        self.client_name: str | None = None
+        self.client_version: str | None = None
+        self.meta: dict[str, Any] | None = None  # params._meta of the request
+        self.error_type = ""
+        self.code: int | None = None  # the JSON-RPC error code of the answer
+        self.vouched = True  # false: the server refused the request; its name is not a label
+        self.answer_kind: str | None = None  # RESPONSE or ERROR when a message answered it
+        self.result_type: str | None = None  # result.resultType ("input_required": a round)
+        self.done = False
+        self.parked = False
+        self.slot: Any = None
+
+    def __repr__(self) -> str:
+        return f"Operation({self.method!r}, name={self.name!r}, error_type={self.error_type!r})"
+
+
+class Session:
+    """One handshake-era session (or one stdio process)."""
+
+    __slots__ = ("id", "start", "protocol_version", "client_name", "client_version", "transport", "slot")
+
+    def __init__(self, id: str, start: float, transport: str) -> None:
+        self.id = id
+        self.start = start
+        self.protocol_version = ""
+        self.client_name: str | None = None
+        self.client_version: str | None = None
+        self.transport = transport
+        self.slot: Any = None
+
+
+class Observer(Protocol):
+    """Where the model's records go. Every method must be cheap and must not raise."""
+
+    def operation_started(self, op: Operation) -> None: ...
+
+    def operation_finished(self, op: Operation) -> None: ...
+
+    def operation_withdrawn(self, op: Operation) -> None:
+        """A started operation turned out not to be one (a redirect; a batch answered once)."""
+
+    def message(self, direction: str, kind: str, method: str | None, n: int = 1) -> None: ...
+
+    def names_listed(self, method: str, names: Sequence[Any]) -> None:
+        """The server listed its tools (``tools/list``) or prompts (``prompts/list``)."""
+
+    def session_started(self, session: Session) -> None: ...
+
+    def session_ended(self, session: Session, end: float) -> None: ...
+
+    def parse_error(self, reason: str) -> None: ...
+
+    def http_request(self, method: str, status: int, duration: float) -> None: ...
+
+
+def header_name(value: str) -> str:
+    """Undo the ``=?base64?...?=`` wrapping MCP uses for non-ASCII ``Mcp-Name`` values."""
+    if value.startswith("=?base64?") and value.endswith("?="):
+        try:
+            return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return value
+    return value
+
+
+def _listed_names(result: Any, key: str) -> list[Any]:
+    if type(result) is dict:
+        items = result.get(key)
+        if type(items) is list:
+            return [item.get("name") for item in items if type(item) is dict]
+    return []
+
+
+def _notification_method(payload: bytes | bytearray) -> bytes | None:
+    """The method of a notification serialised the SDKs' way, read without decoding it.
+
+    Progress and log notifications can be most of a stream, and only their method is needed.
+    """
+    if payload[:41] == _NOTIFICATION_PREFIX:
+        end = payload.find(b'"', 27, 27 + 128)
+        if end != -1 and payload.find(b"\\", 27, end) == -1:
+            return bytes(payload[27:end])
+    return None
+
+
+def _client_info(op: Operation, meta: dict[str, Any]) -> None:
+    info = meta.get(CLIENT_INFO)
+    if type(info) is dict:
+        name = info.get("name")
+        if type(name) is str:
+            op.client_name = name
+        version = info.get("version")
+        if type(version) is str:
+            op.client_version = version
+
+
+class ServerModel:
+    """Everything that outlives one exchange: sessions, parked operations, the limits.
+
+    Args:
+        observer: receives every record.
+        max_body_size: bytes of one body (or SSE event, or stdio line) that are decoded.
+        session_idle_timeout: seconds without a request after which a session is over.
+        max_sessions: sessions tracked at once; the least recently used is ended past it.
+        parked_timeout: seconds a parked operation waits for its answer to be replayed.
+        max_parked: parked operations kept at once; the oldest is recorded past it.
+    """
+
+    def __init__(
+        self,
+        observer: Observer,
+        *,
+        max_body_size: int,
+        session_idle_timeout: float,
+        max_sessions: int,
+        parked_timeout: float,
+        max_parked: int,
+    ) -> None:
+        self.observer = observer
+        self.max_body_size = max_body_size
+        self.sessions: BoundedTable[str, Session] = BoundedTable(max_sessions, session_idle_timeout)
+        self.parked: BoundedTable[tuple[str, Any], Operation] = BoundedTable(max_parked, parked_timeout)
+
+    def http_exchange(self, now: float, method: str, headers: Mapping[bytes, bytes]) -> HTTPExchange:
+        """A new HTTP request on the MCP path; ``headers`` with lowercase names."""
+        return HTTPExchange(self, now, method, headers)
+
+    def pipe(self, now: float) -> PipeConnection:
+        """A new stdio connection (one per server process)."""
+        return PipeConnection(self, now)
+
+    # -- time -------------------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """End idle sessions and parked operations whose time is up."""
+        for session, last_seen in self.sessions.expire(now):
+            # Idle expiry: the session ended when it was last seen.
+            self.observer.session_ended(session, last_seen)
+        for op, _parked_at in self.parked.expire(now):
+            self.finish(op, now, outcomes.NO_RESPONSE)
+
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`expire` has work, or ``None`` when nothing waits."""
+        deadlines = [d for d in (self.sessions.next_deadline(), self.parked.next_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    # -- shared steps -----------------------------------------------------------------------
+
+    def finish(
+        self,
+        op: Operation,
+        now: float,
+        error_type: str,
+        code: int | None = None,
+        vouched: bool = True,
+        answer: JSONRPCMessage | None = None,
+    ) -> None:
+        """End ``op`` with this outcome, exactly once."""
+        if op.done:
+            return
+        op.done = True
+        op.parked = False
+        op.end = now
+        op.error_type = error_type
+        op.code = code
+        op.vouched = vouched
+        if answer is not None:
+            op.response_size = answer.size
+            op.answer_kind = answer.kind
+        self.observer.operation_finished(op)
+
+    def answer(self, op: Operation, msg: JSONRPCMessage, now: float) -> None:
+        """End ``op`` with the JSON-RPC answer ``msg``, by the outcome table."""
+        if msg.kind == RESPONSE:
+            result = msg.raw.get("result")
+            method = op.method
+            error_type = outcomes.OK
+            if type(result) is dict:
+                if method == "tools/call" and result.get("isError") is True:
+                    error_type = outcomes.TOOL_ERROR
+                result_type = result.get("resultType")
+                if type(result_type) is str:
+                    op.result_type = result_type
+                if method == "tools/list":
+                    self.observer.names_listed(method, _listed_names(result, "tools"))
+                elif method == "prompts/list":
+                    self.observer.names_listed(method, _listed_names(result, "prompts"))
+                elif method == "initialize":
+                    negotiated = result.get("protocolVersion")
+                    if type(negotiated) is str:
+                        op.protocol_version = negotiated
+            self.finish(op, now, error_type, None, True, msg)
+        else:
+            code = msg.error_code
+            error_type, vouched = outcomes.of_error(code)
+            self.finish(op, now, error_type, code, vouched, msg)
+
+    def end_session(self, session_id: str, now: float) -> None:
+        session = self.sessions.pop(session_id)
+        if session is not None:
+            self.observer.session_ended(session, now)
+        if len(self.parked):
+            # Its parked operations can never be answered now.
+            for op in self.parked.pop_prefix(session_id):
+                self.finish(op, now, outcomes.NO_RESPONSE)
+
+    def start_session(self, session: Session, now: float) -> None:
+        for evicted in self.sessions.put(session.id, session, now):
+            self.observer.session_ended(evicted, now)
+        self.observer.session_started(session)
+
+
+class HTTPExchange:
+    """One HTTP request on the MCP path and its response, as events. Never raises on input."""
+
+    # Attributes most exchanges never change are class-level defaults: creating one costs a
+    # handful of assignments (measured: about 1 us less per request than setting them all).
+    session_id: str | None = None
+    version = ""
+    era = HANDSHAKE
+    header_method: str | None = None
+    header_name: str | None = None
+    request_encoded = False
+    request_buffer: bytearray | None = None
+    request_size = 0
+    request_done = False  # the whole body was seen (decoded or not)
+    request_decoded = False  # the body was decoded as JSON-RPC
+    status = 0
+    started = False
+    complete = False
+    cancelled_at: float | None = None
+    reader: BodyReader | None = None
+    kind = OPAQUE
+    new_session: str | None = None
+    header_op: Operation | None = None
+
+    def __init__(self, server: ServerModel, now: float, method: str, headers: Mapping[bytes, bytes]) -> None:
+        self.server = server
+        self.observer = server.observer
+        self.start = now
+        self.http_method = method
+        self.ops: list[Operation] = []
+        self.pending: dict[Any, list[Operation]] = {}
+        value = headers.get(b"mcp-protocol-version")
+        if value is not None:
+            self.version = value.decode("latin-1")
+            if self.version not in HANDSHAKE_VERSIONS:
+                self.era = MODERN
+        value = headers.get(b"mcp-session-id")
+        if value is not None:
+            self.session_id = value.decode("latin-1")
+            server.sessions.touch(self.session_id, now)
+        value = headers.get(b"mcp-method")
+        if value is not None:
+            self.header_method = value.decode("latin-1")
+            value = headers.get(b"mcp-name")
+            if value is not None:
+                self.header_name = header_name(value.decode("latin-1"))
+        value = headers.get(b"content-encoding")
+        if value is not None and value.strip().lower() not in (b"identity", b""):
+            # The SDK never decodes request bodies (gzip gives -32700): neither do we.
+            self.request_encoded = True
+
+    # -- the request ------------------------------------------------------------------------
+
+    def request_body(self, now: float, data: bytes, more: bool) -> None:
+        """A piece of the request body, as the app read it."""
+        if self.request_done:
+            return
+        cap = self.server.max_body_size
+        buffer = self.request_buffer
+        if data:
+            self.request_size += len(data)
+            if self.request_size > cap:
+                self.request_done = True
+                self.request_buffer = None
+                self.observer.parse_error("too_large")
+                return
+            if more or buffer is not None:
+                if buffer is None:
+                    buffer = self.request_buffer = bytearray()
+                buffer += data
+        if more:
+            return
+        self.request_done = True
+        body: bytes | bytearray = data
+        if buffer is not None:
+            self.request_buffer = None
+            body = buffer
+        if not body:
+            return  # an empty body (GET, DELETE, or an empty POST): nothing to decode
+        if self.request_encoded:
+            self.observer.parse_error("encoding")
+            return
+        messages, reason = decode(body, self.era)
+        if reason is not None:
+            self.observer.parse_error(reason)
+        self.request_decoded = True
+        if messages:
+            self._client_messages(messages, now)
+
+    def _operation(self, method: str, name: str | None, kind: str, size: int) -> Operation:
+        op = Operation(method, name, kind, self.start, size, self.version, TCP)
+        session_id = self.session_id
+        if session_id is not None:
+            op.session_id = session_id
+            session = self.server.sessions.get(session_id)
+            if session is not None:
+                op.client_name = session.client_name
+                op.client_version = session.client_version
+                if not op.protocol_version:
+                    op.protocol_version = session.protocol_version
+        return op
+
+    def _client_messages(self, messages: list[JSONRPCMessage], now: float) -> None:
+        observer = self.observer
+        adopt = self.header_op
+        for msg in messages:
+            kind = msg.kind
+            if kind != REQUEST and kind != NOTIFICATION:
+                observer.message(RECEIVED, kind, None)  # an answer to a server request
+                continue
+            method = msg.method
+            assert method is not None
+            if adopt is not None and kind == REQUEST and method == adopt.method:
+                # The operation the headers announced, now read from the body (one operation).
+                op = adopt
+                adopt = self.header_op = None
+                op.name = msg.name
+                op.name_from_header = False
+                op.request_size = msg.size
+                if op.done:
+                    continue
+            else:
+                op = self._operation(method, msg.name, kind, msg.size)
+                meta = msg.meta
+                if meta is not None:
+                    op.meta = meta
+                    if CLIENT_INFO in meta:
+                        _client_info(op, meta)
+                if method == "initialize":
+                    params = msg.raw.get("params")
+                    if type(params) is dict and type(params.get("clientInfo")) is dict:
+                        _client_info(op, {CLIENT_INFO: params["clientInfo"]})
+                self.ops.append(op)
+                observer.operation_started(op)
+            if kind == REQUEST:
+                waiting = self.pending.get(msg.id)
+                if waiting is None:
+                    self.pending[msg.id] = [op]
+                else:
+                    waiting.append(op)  # duplicate ids: answered in order
+            elif self.started and 200 <= self.status < 300:
+                # The ack went out before the app finished reading the body.
+                self.server.finish(op, now, outcomes.OK)
+
+    def _header_operation(self) -> Operation | None:
+        """The operation named by ``Mcp-Method``/``Mcp-Name``, for a body that was not read.
+
+        2026-07-28 clients must send these headers; a name from them is the client's word,
+        never learned as a label (the recorder knows by ``name_from_header``).
+        See: https://modelcontextprotocol.io/specification/2026-07-28/basic/transports (SEP-2243)
+        """
+        method = self.header_method
+        if method is None or self.ops:
+            return None
+        name = self.header_name if method in ("tools/call", "prompts/get") else None
+        op = self._operation(method, name, REQUEST, 0)
+        op.name_from_header = True
+        self.ops.append(op)
+        self.header_op = op
+        self.observer.operation_started(op)
+        return op
+
+    # -- the response -----------------------------------------------------------------------
+
+    def response_start(self, now: float, status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        """``http.response.start``: the status and headers (names in any case)."""
+        if self.started:
+            self.observer.parse_error("asgi_protocol")
+            return
+        self.started = True
+        self.status = status
+        found = dict(headers)
+        content_type = found.get(b"content-type")
+        if content_type is None and headers:
+            # Not every stack lowercases response header names.
+            found = {key.lower(): value for key, value in headers}
+            content_type = found.get(b"content-type")
+        self.kind = kind = content_kind(content_type)
+        encoding = found.get(b"content-encoding")
+        if kind != OPAQUE and (encoding is not None or kind == SSE):
+            self.reader = BodyReader(kind, encoding or b"", self.server.max_body_size, self.observer.parse_error)
+        server = self.server
+        if 200 <= status < 300:
+            for op in self.ops:
+                if op.kind == NOTIFICATION and not op.done:
+                    server.finish(op, now, outcomes.OK)
+        new_session = found.get(b"mcp-session-id")
+        session_id = self.session_id
+        if status < 400 and new_session is not None and session_id is None:
+            for op in self.ops:
+                if op.method == "initialize":
+                    session = Session(new_session.decode("latin-1"), now, TCP)
+                    session.client_name = op.client_name
+                    session.client_version = op.client_version
+                    self.new_session = session.id
+                    server.start_session(session, now)
+                    op.session_id = session.id
+                    break
+        if session_id is not None:
+            if status == 404 or (self.http_method == "DELETE" and 200 <= status < 300):
+                server.end_session(session_id, now)
+
+    def response_body(self, now: float, data: bytes, more: bool) -> None:
+        """``http.response.body``: a piece of the body, as it left the app."""
+        if not self.started or self.complete:
+            self.observer.parse_error("asgi_protocol")  # a body before the start, or after the end
+            return
+        reader = self.reader
+        if reader is None:
+            if self.kind == JSON and data:
+                if more:
+                    reader = self.reader = BodyReader(JSON, b"", self.server.max_body_size, self.observer.parse_error)
+                    reader.feed(data, more)
+                else:
+                    # The common case: the whole JSON body in one message.
+                    self.complete = True
+                    if len(data) > self.server.max_body_size:
+                        self.observer.parse_error("too_large")
+                        self.reader = BodyReader(JSON, b"", 0, _ignore)
+                        self.reader.skipped = True
+                    else:
+                        self._json_payload(data, now)
+                    self._settle(now, None)
+                    return
+        elif data or not more:
+            payloads = reader.feed(data, more)
+            if payloads:
+                if self.kind == SSE:
+                    self._events(payloads, now)
+                else:
+                    for payload in payloads:
+                        self._json_payload(payload, now)
+        if not more:
+            self.complete = True
+            if reader is not None and self.kind == SSE and reader.pending:
+                self.observer.parse_error("truncated")
+            self._settle(now, None)
+
+    def _json_payload(self, payload: bytes | bytearray, now: float) -> None:
+        messages, reason = decode(payload, SERVER)
+        if reason is not None:
+            self.observer.parse_error(reason)
+        if messages:
+            self._server_messages(messages, now)
+
+    def _events(self, payloads: list[bytes | bytearray], now: float) -> None:
+        observer = self.observer
+        notifications: dict[bytes, int] | None = None
+        for payload in payloads:
+            method = _notification_method(payload)
+            if method is not None:
+                if notifications is None:
+                    notifications = {}
+                notifications[method] = notifications.get(method, 0) + 1
+                continue
+            self._json_payload(payload, now)
+        if notifications:
+            for method, n in notifications.items():
+                observer.message(SENT, NOTIFICATION, method.decode("utf-8", "replace"), n)
+
+    def _server_messages(self, messages: list[JSONRPCMessage], now: float) -> None:
+        observer = self.observer
+        server = self.server
+        for msg in messages:
+            kind = msg.kind
+            if kind == REQUEST or kind == NOTIFICATION:
+                observer.message(SENT, kind, msg.method)
+                continue
+            if not self.ops and not self.request_decoded:
+                self._header_operation()
+            key = msg.id
+            if key is None:
+                if kind == ERROR and any(not op.done for op in self.ops):
+                    self._whole_request_error(msg, now)
+                    continue
+                waiting = None
+            else:
+                waiting = self.pending.get(key)
+            if waiting:
+                op = waiting.pop(0)
+                if not waiting:
+                    del self.pending[key]
+                server.answer(op, msg, now)
+                continue
+            header_op = self.header_op
+            if header_op is not None and not header_op.done:
+                # The body was never read: the one operation its headers named.
+                server.answer(header_op, msg, now)
+                continue
+            parked = None
+            if self.session_id is not None and len(server.parked):
+                # A response replayed on the session's GET stream (resumability).
+                parked = server.parked.pop((self.session_id, key))
+            if parked is not None:
+                server.answer(parked, msg, now)
+            else:
+                observer.message(SENT, kind, None)
+
+    def _whole_request_error(self, msg: JSONRPCMessage, now: float) -> None:
+        """An error with a null id answers the whole request (parse error, bad session, batch).
+
+        A body refused as a whole is one operation, however many messages it held.
+        """
+        error_type, vouched = outcomes.of_whole_request_error(msg.error_code, self.status)
+        first = True
+        for op in self.ops:
+            if op.done:
+                continue
+            if first:
+                first = False
+                self.server.finish(op, now, error_type, msg.error_code, vouched, msg)
+            else:
+                op.done = True
+                self.observer.operation_withdrawn(op)
+        self.pending.clear()
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def disconnected(self, now: float) -> None:
+        """The client went away (``http.disconnect``, or a send that failed)."""
+        if self.complete or self.cancelled_at is not None:
+            return
+        self.cancelled_at = now
+        server = self.server
+        for op in self.ops:
+            if op.done or op.parked:
+                continue
+            if op.method == _LISTEN and self.kind == SSE:
+                server.finish(op, now, outcomes.OK)  # a listen stream ends when its client leaves
+            else:
+                server.finish(op, now, outcomes.CANCELLED)
+
+    def _settle(self, now: float, failure: str | None) -> None:
+        """End every operation still waiting, by how the exchange ended (the outcome table)."""
+        if not self.ops and self.header_method is not None and not self.request_decoded:
+            self._header_operation()
+        if not self.ops:
+            return
+        server = self.server
+        status = self.status
+        reader = self.reader
+        for op in self.ops:
+            if op.done or op.parked:
+                continue
+            vouched = True
+            if op.method == _LISTEN and self.kind == SSE:
+                error_type = outcomes.SERVER_FAILED if failure == "exception" else outcomes.OK
+            elif failure == "exception":
+                error_type = outcomes.SERVER_FAILED
+            elif failure == "cancelled":
+                error_type = outcomes.CANCELLED  # the server cancelled the app: the client left
+            elif not self.started:
+                error_type = outcomes.NO_RESPONSE
+            elif 300 <= status < 400:
+                # A redirect is a transport event: the request is repeated at the new location.
+                op.done = True
+                self.observer.operation_withdrawn(op)
+                continue
+            elif status >= 400:
+                error_type = outcomes.of_status(status)
+                vouched = False
+            elif reader is not None and reader.lost:
+                # The answer was past the size cap: its bytes passed, its outcome is unknown.
+                error_type = outcomes.OK
+                vouched = False
+            elif self.kind == SSE and self.session_id is not None and op.kind == REQUEST:
+                key = next((k for k, ops in self.pending.items() if op in ops), None)
+                if key is not None:
+                    op.parked = True
+                    for evicted in server.parked.put((self.session_id, key), op, now):
+                        server.finish(evicted, now, outcomes.NO_RESPONSE)
+                    continue
+                error_type = outcomes.NO_RESPONSE
+            else:
+                error_type = outcomes.NO_RESPONSE
+            server.finish(op, now, error_type, None, vouched)
+        self.pending.clear()
+
+    def end(self, now: float, failure: str | None = None) -> None:
+        """The app returned (``failure`` None), raised (``"exception"``) or was cancelled."""
+        if self.started and not self.complete and self.cancelled_at is None:
+            reader = self.reader
+            if reader is not None and reader.pending:
+                self.observer.parse_error("truncated")  # the app returned mid-message
+        self._settle(now if self.cancelled_at is None else self.cancelled_at, failure)
+        status = self.status if self.started else 0
+        if failure == "exception" and not self.started:
+            status = 500
+        self.observer.http_request(self.http_method, status, now - self.start)
+        if self.session_id is not None:
+            self.server.sessions.touch(self.session_id, now)
+
+
+def _ignore(reason: str) -> None:
+    pass
+
+
+class PipeConnection:
+    """A stdio connection: newline-delimited JSON-RPC in both directions, one session.
+
+    There is no HTTP status and no ack: a notification ends when it arrives, a request when its
+    answer does, and whatever is pending when the process exits ends as ``no_response``.
+    ``notifications/cancelled`` ends the request it names as ``cancelled``.
+    See: https://modelcontextprotocol.io/specification/2025-11-25/basic/transports#stdio
+    See: https://modelcontextprotocol.io/specification/2025-11-25/basic/utilities/cancellation
+    """
+
+    def __init__(self, server: ServerModel, now: float) -> None:
+        self.server = server
+        self.observer = server.observer
+        self.start = now
+        self.version = ""
+        self.session: Session | None = None
+        # Requests waiting for their answer, by id; each direction has its own id space.
+        self.pending: BoundedTable[Any, Operation] = BoundedTable(server.parked.max_size, float("inf"))
+        self.outgoing: BoundedTable[Any, Operation] = BoundedTable(server.parked.max_size, float("inf"))
+        self.client_reader = LineReader(server.max_body_size, self.observer.parse_error)
+        self.server_reader = LineReader(server.max_body_size, self.observer.parse_error)
+        self.client_name: str | None = None
+        self.client_version: str | None = None
+
+    def client_bytes(self, now: float, data: bytes) -> None:
+        """Bytes the host wrote to the server's stdin."""
+        for line in self.client_reader.feed(data):
+            self.client_line(now, line)
+
+    def server_bytes(self, now: float, data: bytes) -> None:
+        """Bytes the server wrote to its stdout."""
+        for line in self.server_reader.feed(data):
+            self.server_line(now, line)
+
+    def _operation(self, msg: JSONRPCMessage, now: float, direction: str) -> Operation:
+        assert msg.method is not None
+        op = Operation(msg.method, msg.name, msg.kind, now, msg.size, self.version, PIPE, direction)
+        op.client_name = self.client_name
+        op.client_version = self.client_version
+        if msg.meta is not None:
+            op.meta = msg.meta
+        if self.session is not None:
+            op.session_id = self.session.id
+        return op
+
+    def client_line(self, now: float, line: bytes) -> None:
+        """One complete line from the client (without its newline)."""
+        messages, reason = decode(line, HANDSHAKE)
+        if reason is not None:
+            self.observer.parse_error(reason)
+        server = self.server
+        for msg in messages:
+            if msg.kind == REQUEST:
+                if msg.method == "initialize":
+                    params = msg.raw.get("params")
+                    if type(params) is dict and type(params.get("clientInfo")) is dict:
+                        info = params["clientInfo"]
+                        self.client_name = info.get("name") if type(info.get("name")) is str else None
+                        self.client_version = info.get("version") if type(info.get("version")) is str else None
+                op = self._operation(msg, now, RECEIVED)
+                self.observer.operation_started(op)
+                for evicted in self.pending.put(msg.id, op, now):
+                    server.finish(evicted, now, outcomes.NO_RESPONSE)
+            elif msg.kind == NOTIFICATION:
+                op = self._operation(msg, now, RECEIVED)
+                self.observer.operation_started(op)
+                server.finish(op, now, outcomes.OK)
+                if msg.method == "notifications/cancelled":
+                    params = msg.raw.get("params")
+                    if type(params) is dict:
+                        request_id = params.get("requestId")
+                        if type(request_id) in (int, str):
+                            cancelled = self.pending.pop(request_id)
+                            if cancelled is not None:
+                                server.finish(cancelled, now, outcomes.CANCELLED)
+            else:
+                # The client's answer to a server-to-client request (sampling, elicitation, roots).
+                sent = self.outgoing.pop(msg.id)
+                if sent is not None:
+                    server.answer(sent, msg, now)
+                else:
+                    self.observer.message(RECEIVED, msg.kind, None)
+
+    def server_line(self, now: float, line: bytes) -> None:
+        """One complete line from the server's stdout (without its newline)."""
+        if line[:41] == _NOTIFICATION_PREFIX:
+            method = _notification_method(line)
+            if method is not None:
+                self.observer.message(SENT, NOTIFICATION, method.decode("utf-8", "replace"))
+                return
+        messages, reason = decode(line, SERVER)
+        if reason is not None:
+            self.observer.parse_error(reason)
+        server = self.server
+        for msg in messages:
+            kind = msg.kind
+            if kind == NOTIFICATION:
+                self.observer.message(SENT, kind, msg.method)
+            elif kind == REQUEST:
+                op = self._operation(msg, now, SENT)
+                self.observer.operation_started(op)
+                if msg.id is not None:
+                    for evicted in self.outgoing.put(msg.id, op, now):
+                        server.finish(evicted, now, outcomes.NO_RESPONSE)
+                else:
+                    server.finish(op, now, outcomes.NO_RESPONSE)
+            else:
+                op_ = self.pending.pop(msg.id)
+                if op_ is None:
+                    self.observer.message(SENT, kind, None)
+                    continue
+                server.answer(op_, msg, now)
+                if op_.method == "initialize" and kind == RESPONSE and self.session is None:
+                    self.version = op_.protocol_version
+                    session = Session("stdio", self.start, PIPE)
+                    session.protocol_version = self.version
+                    session.client_name = self.client_name
+                    session.client_version = self.client_version
+                    self.session = session
+                    self.observer.session_started(session)
+
+    def end(self, now: float) -> None:
+        """The server process exited (or the pipe closed): what is pending gets no answer."""
+        server = self.server
+        if self.client_reader.pending or self.server_reader.pending:
+            self.observer.parse_error("truncated")
+        for op in self.pending.drain() + self.outgoing.drain():
+            server.finish(op, now, outcomes.NO_RESPONSE)
+        if self.session is not None:
+            self.observer.session_ended(self.session, now)
+            self.session = None
