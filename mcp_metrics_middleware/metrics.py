@@ -540,6 +540,9 @@ class MCPMetrics:
     def session_ended(self, session: Session, end: float) -> None:
         self.store.session_ended(self.version_label(session.protocol_version), max(0.0, end - session.start))
 
+    def invalid_trace_context(self) -> None:
+        """Counted by issue 13's trace-context counter (not yet exposed)."""
+
     def http_request(self, method: str, status: int, duration: float) -> None:
         self.store.http_request((self.http_method_label(method), _STATUS_LABELS.get(status, "")), duration)
 

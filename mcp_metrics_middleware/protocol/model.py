@@ -62,6 +62,7 @@ from mcp_metrics_middleware.protocol.jsonrpc import (
     decode,
 )
 from mcp_metrics_middleware.protocol.tables import BoundedTable
+from mcp_metrics_middleware.protocol.trace import parse_traceparent
 
 # mcp_types.version.HANDSHAKE_PROTOCOL_VERSIONS: any other MCP-Protocol-Version header value
 # takes the 2026-07-28 path of the SDK's session manager.
@@ -98,6 +99,8 @@ class Operation:
         "client_name",
         "client_version",
         "meta",
+        "trace_id",
+        "span_id",
         "error_type",
         "code",
         "vouched",
@@ -134,6 +137,8 @@ class Operation:
         self.client_name: str | None = None
         self.client_version: str | None = None
         self.meta: dict[str, Any] | None = None  # params._meta of the request
+        self.trace_id: str | None = None  # W3C trace context: _meta.traceparent, else the header
+        self.span_id: str | None = None
         self.error_type = ""
         self.code: int | None = None  # the JSON-RPC error code of the answer
         self.vouched = True  # false: the server refused the request; its name is not a label
@@ -181,7 +186,11 @@ class Observer(Protocol):
 
     def session_ended(self, session: Session, end: float) -> None: ...
 
-    def parse_error(self, reason: str) -> None: ...
+    def parse_error(self, reason: str) -> None:
+        """Traffic that could not be decoded; ``reason`` is one of config.PARSE_ERROR_REASONS."""
+
+    def invalid_trace_context(self) -> None:
+        """A ``traceparent`` that is not valid W3C trace context was ignored."""
 
     def http_request(self, method: str, status: int, duration: float) -> None: ...
 
@@ -225,6 +234,14 @@ def _client_info(op: Operation, meta: dict[str, Any]) -> None:
         version = info.get("version")
         if type(version) is str:
             op.client_version = version
+
+
+def _trace(op: Operation, value: object, observer: Observer) -> None:
+    parsed = parse_traceparent(value)
+    if parsed is None:
+        observer.invalid_trace_context()
+    else:
+        op.trace_id, op.span_id = parsed
 
 
 class ServerModel:
@@ -366,6 +383,7 @@ class HTTPExchange:
     kind = OPAQUE
     new_session: str | None = None
     header_op: Operation | None = None
+    traceparent: str | None = None
 
     def __init__(self, server: ServerModel, now: float, method: str, headers: Mapping[bytes, bytes]) -> None:
         self.server = server
@@ -389,6 +407,9 @@ class HTTPExchange:
             value = headers.get(b"mcp-name")
             if value is not None:
                 self.header_name = header_name(value.decode("latin-1"))
+        value = headers.get(b"traceparent")
+        if value is not None:
+            self.traceparent = value.decode("latin-1")
         value = headers.get(b"content-encoding")
         if value is not None and value.strip().lower() not in (b"identity", b""):
             # The SDK never decodes request bodies (gzip gives -32700): neither do we.
@@ -434,6 +455,8 @@ class HTTPExchange:
 
     def _operation(self, method: str, name: str | None, kind: str, size: int) -> Operation:
         op = Operation(method, name, kind, self.start, size, self.version, TCP)
+        if self.traceparent is not None:
+            _trace(op, self.traceparent, self.observer)
         session_id = self.session_id
         if session_id is not None:
             op.session_id = session_id
@@ -471,6 +494,8 @@ class HTTPExchange:
                     op.meta = meta
                     if CLIENT_INFO in meta:
                         _client_info(op, meta)
+                    if "traceparent" in meta:
+                        _trace(op, meta["traceparent"], observer)
                 if method == "initialize":
                     params = msg.raw.get("params")
                     if type(params) is dict and type(params.get("clientInfo")) is dict:
@@ -779,8 +804,11 @@ class PipeConnection:
         op = Operation(msg.method, msg.name, msg.kind, now, msg.size, self.version, PIPE, direction)
         op.client_name = self.client_name
         op.client_version = self.client_version
-        if msg.meta is not None:
-            op.meta = msg.meta
+        meta = msg.meta
+        if meta is not None:
+            op.meta = meta
+            if "traceparent" in meta:
+                _trace(op, meta["traceparent"], self.observer)
         if self.session is not None:
             op.session_id = self.session.id
         return op

@@ -123,14 +123,7 @@ class SSEDecoder:
 
     def _clean(self) -> bool:
         """Between events: nothing buffered, nothing being skipped."""
-        return not (
-            self._parts
-            or self._data
-            or self._skip_line
-            or self._skip_event
-            or self._event
-            or self._first_line
-        )
+        return not (self._parts or self._data or self._skip_line or self._skip_event or self._event or self._first_line)
 
     def _blocks(self, chunk: bytes, events: list[ServerSentEvent]) -> bytes:
         """Whole events (LF-normalised): the plain ones skip the per-line loop.
