@@ -1,8 +1,16 @@
-"""Serving the metrics: on the middleware's own path, or on a separate loopback port."""
+"""Serving the metrics: on the middleware's own path, or on a separate loopback port.
+
+Rendering is prometheus-client's own (``choose_encoder``), run off the event loop in a worker
+thread, so a scrape of thousands of series never stalls the requests the loop is serving; scrapes
+that arrive while one is rendering share its result instead of rendering again.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hmac
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -52,17 +60,38 @@ def token_ok(expected: str | None, authorization: str | None) -> bool:
         return False
     # Header values arrive as latin-1 text (ASGI and WSGI alike): these are the raw bytes, to
     # compare with the token's UTF-8 bytes.
-    return hmac.compare_digest(
-        authorization[7:].strip().encode("latin-1", "replace"), expected.encode("utf-8")
-    )
+    return hmac.compare_digest(authorization[7:].strip().encode("latin-1", "replace"), expected.encode("utf-8"))
+
+
+logger = logging.getLogger("mcp_metrics")
+
+Rendered = tuple[bytes, list[tuple[bytes, bytes]]]
 
 
 class MetricsEndpoint:
-    """A tiny ASGI app answering GET/HEAD with the registry's metrics."""
+    """A tiny ASGI app answering GET/HEAD with the registry's metrics.
+
+    The exposition is rendered in a worker thread; concurrent scrapes asking for the same
+    format share one rendering (per event loop).
+    """
 
     def __init__(self, registry: CollectorRegistry = REGISTRY, token: str | None = None) -> None:
         self.registry = registry
         self.token = token
+        self._rendering: dict[tuple[int, str, bool], asyncio.Future[Rendered]] = {}
+
+    async def _render(self, accept: str | None, accept_encoding: str | None) -> Rendered:
+        loop = asyncio.get_running_loop()
+        gzip_ok = bool(accept_encoding and "gzip" in accept_encoding.lower())
+        _encoder, content_type = choose_encoder(accept or "")
+        key = (id(loop), content_type, gzip_ok)
+        future = self._rendering.get(key)
+        if future is None:
+            future = loop.run_in_executor(None, render, self.registry, accept, accept_encoding)
+            self._rendering[key] = future
+            future.add_done_callback(lambda _f: self._rendering.pop(key, None))
+        # shield: one scraper going away must not cancel the rendering the others wait for.
+        return await asyncio.shield(future)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: dict[str, str] = {}
@@ -75,9 +104,7 @@ class MetricsEndpoint:
         if not token_ok(self.token, headers.get("authorization")):
             await _plain(send, 401, b"Unauthorized\n", [(b"www-authenticate", b"Bearer")])
             return
-        body, response_headers = render(
-            self.registry, headers.get("accept"), headers.get("accept-encoding")
-        )
+        body, response_headers = await self._render(headers.get("accept"), headers.get("accept-encoding"))
         await send({"type": "http.response.start", "status": 200, "headers": response_headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
@@ -92,9 +119,7 @@ async def _plain(send: Send, status: int, body: bytes, extra: list[tuple[bytes, 
     await send({"type": "http.response.body", "body": body})
 
 
-def make_metrics_app(
-    registry: CollectorRegistry = REGISTRY, *, token: str | None = None
-) -> MetricsEndpoint:
+def make_metrics_app(registry: CollectorRegistry = REGISTRY, *, token: str | None = None) -> MetricsEndpoint:
     """An ASGI app serving ``registry`` (optionally behind a bearer token)."""
     return MetricsEndpoint(registry, token)
 
@@ -114,10 +139,16 @@ def start_metrics_server(
     registry: CollectorRegistry = REGISTRY,
     *,
     token: str | None = None,
-) -> tuple[WSGIServer, threading.Thread]:
+) -> tuple[WSGIServer, threading.Thread] | None:
     """Serve the metrics on a separate port, loopback by default, in a daemon thread.
 
-    Returns the server and its thread; call ``server.shutdown()`` to stop it.
+    Returns the server and its thread; call ``server.shutdown()`` to stop it. In multiprocess
+    mode every worker exposes the same aggregate, so when the port is already taken (another
+    worker got there first, as under ``uvicorn --workers N``) this logs one line and returns
+    ``None`` instead of failing the worker.
+
+    Raises:
+        OSError: the address cannot be bound (outside multiprocess mode).
     """
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -127,13 +158,21 @@ def start_metrics_server(
         if not token_ok(token, environ.get("HTTP_AUTHORIZATION")):
             start_response("401 Unauthorized", [("WWW-Authenticate", "Bearer")])
             return [b"Unauthorized\n"]
-        body, headers = render(
-            registry, environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING")
-        )
+        body, headers = render(registry, environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING"))
         start_response("200 OK", [(k.decode(), v.decode()) for k, v in headers])
         return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
 
-    server = make_server(addr, port, app, _ThreadingWSGIServer, handler_class=_SilentHandler)
+    try:
+        server = make_server(addr, port, app, _ThreadingWSGIServer, handler_class=_SilentHandler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE and multiproc_dir() is not None:
+            logger.info(
+                "metrics port %s:%d is already served by another worker; this worker's numbers are in its aggregate",
+                addr,
+                port,
+            )
+            return None
+        raise
     thread = threading.Thread(target=server.serve_forever, name="mcp-metrics-server", daemon=True)
     thread.start()
     return server, thread

@@ -482,7 +482,7 @@ class MCPMetrics:
             return
         tool = ""
         name = op.name
-        if name is not None and op.method == "tools/call":
+        if name is not None and op.kind == REQUEST and op.method == "tools/call":
             tool = name if name in self.tools else OTHER
         key = (method, tool)
         op.slot = (method, key)
@@ -497,7 +497,7 @@ class MCPMetrics:
             return
         tool = prompt = ""
         name = op.name
-        if name is not None:
+        if name is not None and op.kind == REQUEST:  # a notification calls no tool
             if op.method == "tools/call":
                 tool = self._name_label(self.tools, name, op, "gen_ai_tool_name")
             elif op.method == "prompts/get":

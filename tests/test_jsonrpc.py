@@ -65,9 +65,11 @@ def test_batch_member_sizes_are_their_own() -> None:
 
 
 def test_id_keys_keep_json_types_apart() -> None:
-    keys = {id_key(1), id_key(1.0), id_key("1"), id_key(True), id_key([1]), id_key({"a": 1})}
-    assert len(keys) == 6
-    assert id_key(None) is None
+    # Only integers and strings are request ids (mcp_types.RequestId); 1.0 == 1 == True in
+    # Python, so the others must never reach a dict lookup: they key to None and match nothing.
+    assert id_key(1) == 1 and id_key("1") == "1" and id_key(1) != id_key("1")
+    for value in (1.0, True, [1], {"a": 1}, None, [[[[1]]]]):
+        assert id_key(value) is None
 
 
 def test_base64_header_names() -> None:

@@ -146,13 +146,15 @@ async def test_sse_events_split_at_every_byte(registry: CollectorRegistry) -> No
 async def test_operation_ends_at_its_response_not_at_stream_end(
     registry: CollectorRegistry,
 ) -> None:
-    clock = iter([0.0, 0.0, 0.5, 5.0, 50.0, 60.0, 70.0, 80.0])
+    # Clock reads: exchange start, body read, response start, the result chunk, the ping, the
+    # final empty chunk, the end.
+    clock = iter([0.0, 0.0, 0.0, 0.5, 5.0, 50.0, 60.0, 70.0, 80.0])
     app = mw(
         responder(200, SSE, [sse_event(result(1)), b": ping\r\n\r\n"], final_empty=True), registry
     )
     app.clock = lambda: next(clock)
     await drive(app, scope(), CALL_BODY)
-    # start 0.0 (housekeeping also reads the clock); the result chunk went out at t=0.5.
+    # Started at 0.0; the result chunk went out at t=0.5.
     assert (
         value(
             registry,
@@ -163,6 +165,7 @@ async def test_operation_ends_at_its_response_not_at_stream_end(
             error_type="",
             rpc_response_status_code="",
             mcp_protocol_version="",
+            network_transport="tcp",
         )
         == 0.5
     )
@@ -222,25 +225,31 @@ async def test_successful_call_vouches_for_its_name(registry: CollectorRegistry)
 
 
 @pytest.mark.parametrize(
-    ("code", "error_type", "code_label"),
+    ("code", "tool", "error_type", "code_label"),
     [
-        (-32700, "", "-32700"),
-        (-32600, "", "-32600"),
-        (-32601, "", "-32601"),
-        (-32602, "", "-32602"),
-        (-32002, "", "-32002"),
-        (-32603, "-32603", "-32603"),
-        (-32050, "-32050", "-32050"),
-        (0, "0", "0"),
-        (-32800, "cancelled", "-32800"),
+        # Caller errors: not failures (semconv), and the server refused the request, so the
+        # name the client sent is not the tool's label.
+        (-32700, "_OTHER", "", "-32700"),
+        (-32600, "_OTHER", "", "-32600"),
+        (-32601, "_OTHER", "", "-32601"),
+        (-32602, "_OTHER", "", "-32602"),
+        (-32002, "_OTHER", "", "-32002"),
+        (-32020, "_OTHER", "", "-32020"),
+        (-32021, "_OTHER", "", "-32021"),
+        (-32022, "_OTHER", "", "-32022"),
+        (-32603, "sharpen_claw", "-32603", "-32603"),
+        (-32050, "sharpen_claw", "-32050", "-32050"),
+        (0, "sharpen_claw", "0", "0"),
+        (-32800, "sharpen_claw", "cancelled", "-32800"),
     ],
 )
 async def test_error_codes(
-    registry: CollectorRegistry, code: int, error_type: str, code_label: str
+    registry: CollectorRegistry, code: int, tool: str, error_type: str, code_label: str
 ) -> None:
     app = mw(responder(200, JSON, [orjson.dumps(error(1, code))], final_empty=False), registry)
     await drive(app, scope(), CALL_BODY)
-    assert op_count(registry, "tools/call", "sharpen_claw", error_type, code_label) == 1
+    assert op_count(registry, "tools/call", tool, error_type, code_label) == 1
+    assert total_ops(registry) == 1
 
 
 async def test_error_codes_are_capped(registry: CollectorRegistry) -> None:
@@ -256,7 +265,18 @@ async def test_error_codes_are_capped(registry: CollectorRegistry) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "error_type"), [(400, ""), (404, ""), (413, ""), (500, "500"), (503, "500")]
+    ("status", "error_type"),
+    [
+        (400, ""),  # the caller's malformed request, like -32600
+        (403, "403"),  # Origin check
+        (404, "404"),  # session not found
+        (406, "406"),
+        (413, "413"),
+        (415, "415"),
+        (421, "421"),  # Host check
+        (500, "500"),
+        (503, "503"),
+    ],
 )
 async def test_http_errors_without_jsonrpc_body(
     registry: CollectorRegistry, status: int, error_type: str
@@ -266,7 +286,8 @@ async def test_http_errors_without_jsonrpc_body(
         registry,
     )
     await drive(app, scope(), CALL_BODY)
-    assert op_count(registry, "tools/call", "sharpen_claw", error_type) == 1
+    # Refused by the transport: the name is not vouched for.
+    assert op_count(registry, "tools/call", "_OTHER", error_type) == 1
     assert (
         value(
             registry,
@@ -278,12 +299,13 @@ async def test_http_errors_without_jsonrpc_body(
     )
 
 
-async def test_null_id_error_ends_every_operation(registry: CollectorRegistry) -> None:
+async def test_body_rejected_whole_counts_once(registry: CollectorRegistry) -> None:
     body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "x"}})
     app = mw(responder(400, JSON, [body], final_empty=False), registry)
     await drive(app, scope(), orjson.dumps([CALL, request(2, "tools/list")]))
-    assert op_count(registry, "tools/call", "sharpen_claw", "", "-32600") == 1
-    assert op_count(registry, "tools/list", "", "", "-32600") == 1
+    assert op_count(registry, "tools/call", "_OTHER", "", "-32600") == 1
+    assert total_ops(registry) == 1
+    assert in_flight_total(registry) == 0
 
 
 async def test_notification_ends_at_202(registry: CollectorRegistry) -> None:
@@ -325,7 +347,9 @@ async def test_modern_headers_name_the_operation_when_body_is_unread(
         (b"mcp-name", b"sharpen_claw"),
     ]
     await drive(app, scope(headers=headers), b"x" * 100)
-    assert op_count(registry, "tools/call", "sharpen_claw", version="2026-07-28") == 1
+    # Named by the headers, refused by the server: a failure by its status, name not vouched.
+    assert op_count(registry, "tools/call", "_OTHER", "413", version="2026-07-28") == 1
+    assert total_ops(registry) == 1
 
 
 async def test_body_wins_over_headers(registry: CollectorRegistry) -> None:
@@ -440,8 +464,9 @@ async def test_unknown_encoding_is_counted(registry: CollectorRegistry) -> None:
     app = mw(responder(200, headers, [b"\x00\x01"], final_empty=False), registry)
     await drive(app, scope(), CALL_BODY)
     assert parse_errors(registry) == {"encoding": 1}
-    # The answer could not be read: recorded without an error type; the parse error says why.
-    assert op_count(registry, "tools/call", "sharpen_claw", "") == 1
+    # The answer could not be read: recorded without an error type (the parse error says why),
+    # and with no name of its own, since nothing vouched for it.
+    assert op_count(registry, "tools/call", "_OTHER", "") == 1
 
 
 async def test_request_body_over_cap_is_skipped_but_passed(registry: CollectorRegistry) -> None:

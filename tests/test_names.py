@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from mcp_metrics_middleware import MCPMetrics
 from mcp_metrics_middleware.config import KNOWN_METHODS, PARSE_ERROR_REASONS
 from mcp_metrics_middleware.metrics import _ClientStore
+from mcp_metrics_middleware.protocol.model import Operation, Session
 
 EXPECTED = {
     "mcp_server_operation_duration_seconds": (
@@ -19,6 +20,7 @@ EXPECTED = {
             "error_type",
             "rpc_response_status_code",
             "mcp_protocol_version",
+            "network_transport",
         },
     ),
     "mcp_server_operations_in_flight": ("gauge", {"mcp_method_name", "gen_ai_tool_name"}),
@@ -35,6 +37,10 @@ EXPECTED = {
     ),
     "mcp_metrics_parse_errors": ("counter", {"reason"}),
     "mcp_metrics_label_overflow": ("counter", {"label"}),
+    "mcp_server_input_required": ("counter", {"mcp_method_name", "gen_ai_tool_name"}),
+    "mcp_metrics_path_near_misses": ("counter", set()),
+    "mcp_metrics_build_info": ("gauge", {"version"}),
+    "mcp_server_sessions_limit": ("gauge", set()),
 }
 
 
@@ -50,15 +56,22 @@ def exposed(registry: CollectorRegistry) -> dict[str, tuple[str, set[str]]]:
 
 
 def exercise(metrics: MCPMetrics) -> None:
-    """Touch every metric once so that every family has samples."""
-    metrics.start(("tools/call", "x"), ("received", "request", "tools/call"))
-    metrics.operation(
-        ("tools/call", "x"), ("tools/call", "x", "", "", "", ""), 0.1, ("tools/call", "x"), 10, 20
-    )
-    metrics.message(("received", "request", "tools/call"))
-    metrics.http_request(("POST", "200"), 0.1)
-    metrics.session_started()
-    metrics.session_ended("2025-11-25", 1.0)
+    """Touch every metric once, through the observer interface, so every family has samples."""
+    op = Operation("tools/call", "x", "request", 0.0, 10, "2025-11-25", "tcp")
+    metrics.operation_started(op)
+    op.end, op.answer_kind, op.response_size = 0.1, "response", 20
+    metrics.operation_finished(op)
+    round_ = Operation("tools/call", "x", "request", 0.0, 10, "2026-07-28", "tcp")
+    metrics.operation_started(round_)
+    round_.result_type = "input_required"
+    metrics.operation_finished(round_)
+    metrics.message("sent", "notification", "notifications/progress")
+    metrics.http_request("POST", 200, 0.1)
+    metrics.near_miss()
+    session = Session("s", 0.0, "tcp")
+    session.protocol_version = "2025-11-25"
+    metrics.session_started(session)
+    metrics.session_ended(session, 1.0)
 
 
 @pytest.mark.parametrize("multiprocess", [False, True])
@@ -93,6 +106,10 @@ def test_buckets() -> None:
     registry = CollectorRegistry()
     exercise(MCPMetrics(registry))
     assert bucket_bounds(registry, "mcp_server_operation_duration_seconds") == [
+        "0.0005",
+        "0.001",
+        "0.0025",
+        "0.005",
         "0.01",
         "0.02",
         "0.05",

@@ -168,7 +168,9 @@ def test_separate_port_on_loopback(
     assert inspect.signature(start_metrics_server).parameters["addr"].default == "127.0.0.1"
     MCPMetricsMiddleware(AppSpy(), registry=registry, metrics_path=None)
     port = free_port()
-    server, thread = start_metrics_server(port, registry=registry, token=TOKEN)
+    started = start_metrics_server(port, registry=registry, token=TOKEN)
+    assert started is not None
+    server, thread = started
     try:
         assert server.server_address[0] == "127.0.0.1"
         url = f"http://127.0.0.1:{port}/metrics"

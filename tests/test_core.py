@@ -1,0 +1,318 @@
+"""The sans-IO core driven by events alone: no ASGI, no event loop, the clock passed in.
+
+Each fault kind from the core issue gets its cases here, read back through the real recorder
+with ``registry.get_sample_value``.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from mcp_metrics_middleware import MCPMetrics
+from mcp_metrics_middleware.protocol import outcomes
+from mcp_metrics_middleware.protocol.model import ServerModel
+from mcp_metrics_middleware.protocol.tables import BoundedTable
+from tests.helpers import in_flight_total, op_count, parse_errors, total_ops, value
+
+JSON = [(b"content-type", b"application/json")]
+SSE = [(b"content-type", b"text/event-stream")]
+
+
+def model(registry: CollectorRegistry, **limits: Any) -> tuple[ServerModel, MCPMetrics]:
+    metrics = MCPMetrics(registry)
+    metrics.learn_tools(["sharpen_claw", "nap"])
+    options: dict[str, Any] = dict(
+        max_body_size=4 * 1024 * 1024, session_idle_timeout=1800.0, max_sessions=100, parked_timeout=300.0, max_parked=100
+    )
+    options.update(limits)
+    return ServerModel(metrics, **options), metrics
+
+
+def call(id_: Any, name: str = "sharpen_claw", **extra: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": {"name": name, "arguments": {}}, **extra}
+
+
+def answer(id_: Any, **result: Any) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": id_, "result": {"content": [], **result}})
+
+
+def sse(payload: bytes) -> bytes:
+    return b"event: message\r\ndata: " + payload + b"\r\n\r\n"
+
+
+def exchange(
+    m: ServerModel,
+    body: bytes,
+    status: int,
+    response_headers: list[tuple[bytes, bytes]],
+    chunks: list[bytes],
+    headers: dict[bytes, bytes] | None = None,
+    now: float = 0.0,
+    method: str = "POST",
+) -> None:
+    ex = m.http_exchange(now, method, headers or {})
+    ex.request_body(now, body, False)
+    ex.response_start(now + 0.1, status, response_headers)
+    for i, chunk in enumerate(chunks):
+        ex.response_body(now + 0.2, chunk, i < len(chunks) - 1)
+    if not chunks:
+        ex.response_body(now + 0.2, b"", False)
+    ex.end(now + 0.3)
+
+
+# -- the outcome table, row by row -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (lambda: outcomes.of_result("tools/call", False), ""),
+        (lambda: outcomes.of_result("tools/call", True), "tool_error"),
+        (lambda: outcomes.of_result("prompts/get", True), ""),  # isError means something only for tools
+        (lambda: outcomes.of_error(-32800), ("cancelled", True)),
+        (lambda: outcomes.of_error(-32602), ("", False)),
+        (lambda: outcomes.of_error(-32020), ("", False)),
+        (lambda: outcomes.of_error(-32021), ("", False)),
+        (lambda: outcomes.of_error(-32022), ("", False)),
+        (lambda: outcomes.of_error(-32603), ("-32603", True)),
+        (lambda: outcomes.of_error(-32050), ("-32050", True)),
+        (lambda: outcomes.of_error(0), ("0", True)),
+        (lambda: outcomes.of_error(None), ("_OTHER", True)),
+        (lambda: outcomes.of_status(400), ""),
+        (lambda: outcomes.of_status(404), "404"),
+        (lambda: outcomes.of_status(421), "421"),
+        (lambda: outcomes.of_status(502), "502"),
+        (lambda: outcomes.of_status(999), "_OTHER"),
+        (lambda: outcomes.of_whole_request_error(-32600, 404), ("404", False)),  # Session not found
+        (lambda: outcomes.of_whole_request_error(-32600, 400), ("", False)),  # Missing session ID
+        (lambda: outcomes.of_whole_request_error(-32603, 200), ("-32603", False)),
+    ],
+)
+def test_outcome_table(row: Any, expected: Any) -> None:
+    assert row() == expected
+
+
+# -- bounded tables return everything they evict (fault 11) --------------------------------------
+
+
+def test_bounded_table_returns_replaced_and_evicted_together() -> None:
+    table: BoundedTable[int, str] = BoundedTable(2, 10.0)
+    assert table.put(1, "a", 0.0) == []
+    assert table.put(2, "b", 0.0) == []
+    # Key 2 replaced *and* the table full: both leave, both come back.
+    assert table.put(2, "c", 0.0) == ["b"]
+    assert table.put(3, "d", 0.0) == ["a"]
+    assert table.put(3, "e", 0.0) == ["d"]
+    assert sorted(v for v, _ in table.expire(20.0)) == ["c", "e"]
+    assert len(table) == 0
+
+
+def test_parked_eviction_records_every_operation(registry: CollectorRegistry) -> None:
+    m, _ = model(registry, max_parked=2)
+    session = {b"mcp-session-id": b"s1"}
+    for id_ in (1, 2, 2):  # the stream closes without an answer each time: parked
+        exchange(m, orjson.dumps(call(id_)), 200, SSE, [b"id: 1\r\ndata: \r\n\r\n", b""], session)
+    assert total_ops(registry) == 1  # the first id 2, replaced by the second, is recorded at once
+    m.expire(1000.0)
+    assert op_count(registry, "tools/call", "sharpen_claw", "no_response") == 3
+    assert in_flight_total(registry) == 0
+
+
+# -- caller mistakes are not charged to real tools (fault 5) -------------------------------------
+
+
+@pytest.mark.parametrize("code", [-32020, -32021, -32022, -32600, -32602])
+def test_rejected_calls_do_not_move_a_tools_ratio(registry: CollectorRegistry, code: int) -> None:
+    m, _ = model(registry)
+    modern = {b"mcp-protocol-version": b"2026-07-28"}
+    exchange(m, orjson.dumps(call(1)), 200, JSON, [answer(1, isError=True)], modern)
+    for i in range(5):
+        err = orjson.dumps({"jsonrpc": "2.0", "id": i + 2, "error": {"code": code, "message": "no"}})
+        exchange(m, orjson.dumps(call(i + 2)), 400, JSON, [err], modern)
+    tool = total_ops(registry, gen_ai_tool_name="sharpen_claw")
+    errors = op_count(registry, "tools/call", "sharpen_claw", "tool_error", version="2026-07-28")
+    assert (tool, errors) == (1, 1)  # 100% stays 100%, not 17%
+    assert op_count(registry, "tools/call", "_OTHER", "", str(code), version="2026-07-28") == 5
+
+
+@pytest.mark.parametrize("bad_id", [b"1.0", b"true", b"[1]", b"{}", b"1e0"])
+def test_handshake_ids_the_sdk_reads_as_notifications(registry: CollectorRegistry, bad_id: bytes) -> None:
+    # pydantic's notification model ignores the invalid id: the SDK answers 202.
+    m, _ = model(registry)
+    body = b'{"jsonrpc":"2.0","id":' + bad_id + b',"method":"tools/call","params":{"name":"sharpen_claw"}}'
+    exchange(m, body, 202, [], [])
+    assert op_count(registry, "tools/call", "sharpen_claw", "no_response") == 0
+    assert total_ops(registry, gen_ai_tool_name="sharpen_claw") == 0
+    assert total_ops(registry) == 1  # one notification, acked
+    assert in_flight_total(registry) == 0
+
+
+def test_modern_ids_the_sdk_rejects(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    modern = {b"mcp-protocol-version": b"2026-07-28"}
+    body = b'{"jsonrpc":"2.0","id":1.0,"method":"tools/call","params":{"name":"sharpen_claw"}}'
+    err = b'{"jsonrpc":"2.0","error":{"code":-32600,"message":"Body must be..."},"id":null}'
+    exchange(m, body, 400, JSON, [err], modern)
+    assert total_ops(registry) == 0
+    assert parse_errors(registry) == {"not_jsonrpc": 1}
+
+
+# -- amplification (fault 6) and client input reaching internal (fault 7) -------------------------
+
+
+def test_a_huge_batch_counts_once_with_bounded_work(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    body = orjson.dumps([call(i) for i in range(52_000)])
+    tracemalloc.start()
+    try:
+        exchange(m, body, 400, JSON, [b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"x"}}'])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total_ops(registry) == 0
+    assert parse_errors(registry) == {"too_large": 1}
+    assert peak < 2 * len(body)  # the text of the body, not 52,000 decoded requests
+
+
+def test_deep_ids_never_reach_internal(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    for depth in (250, 300, 1100):
+        body = b'{"jsonrpc":"2.0","id":' + b"[" * depth + b"]" * depth + b',"method":"tools/call"}'
+        err = b'{"jsonrpc":"2.0","id":' + b"[" * depth + b"]" * depth + b',"result":{}}'
+        exchange(m, body, 200, JSON, [err])
+    assert "internal" not in parse_errors(registry)
+
+
+# -- headers and body name one operation (fault 8), forged names (fault 10) -----------------------
+
+
+def test_sse_headers_before_the_body_is_read_make_one_operation(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    ex = m.http_exchange(0.0, "POST", {b"mcp-method": b"tools/call", b"mcp-name": b"sharpen_claw"})
+    ex.response_start(0.1, 200, SSE)  # the app answers before it reads the body
+    ex.request_body(0.2, orjson.dumps(call(7)), False)
+    ex.response_body(0.3, sse(answer(7)), False)
+    ex.end(0.4)
+    assert total_ops(registry) == 1
+    assert op_count(registry, "tools/call", "sharpen_claw") == 1
+
+
+def test_a_forged_header_name_is_never_learned(registry: CollectorRegistry) -> None:
+    m, metrics = model(registry, max_body_size=100)
+    forged = {b"mcp-method": b"tools/call", b"mcp-name": b"forged_tool"}
+    big = orjson.dumps(call(1, "forged_tool", padding="x" * 500))
+    ex = m.http_exchange(0.0, "POST", forged)
+    ex.request_body(0.0, big, False)  # over our cap: not decoded
+    ex.response_start(0.1, 200, JSON)
+    ex.response_body(0.2, answer(1), False)
+    ex.end(0.3)
+    assert "forged_tool" not in metrics.tools
+    assert op_count(registry, "tools/call", "_OTHER") == 1
+
+
+# -- redirects are transport events (fault 2) -----------------------------------------------------
+
+
+def test_a_redirect_is_not_an_operation(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    exchange(m, orjson.dumps(call(1)), 307, [(b"location", b"/mcp/")], [])
+    assert total_ops(registry) == 0
+    assert in_flight_total(registry) == 0
+    assert value(registry, "mcp_http_server_request_duration_seconds_count", http_request_method="POST", http_response_status_code="307") == 1
+
+
+# -- transport and session rejections are failures by their cause (fault 15) ---------------------
+
+
+def test_session_not_found_is_a_failure(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    err = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Session not found"}}'
+    for i in range(20):
+        exchange(m, orjson.dumps(call(i)), 404, JSON, [err], {b"mcp-session-id": b"gone"})
+    assert op_count(registry, "tools/call", "_OTHER", "404", "-32600") == 20
+
+
+# -- multi-round requests (fault 16) --------------------------------------------------------------
+
+
+def test_input_required_rounds_are_not_calls(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    modern = {b"mcp-protocol-version": b"2026-07-28"}
+    exchange(m, orjson.dumps(call(1)), 200, JSON, [answer(1, resultType="input_required")], modern)
+    exchange(m, orjson.dumps(call(2)), 200, JSON, [answer(2, resultType="complete")], modern)
+    assert total_ops(registry) == 1
+    assert op_count(registry, "tools/call", "sharpen_claw", version="2026-07-28") == 1
+    assert value(registry, "mcp_server_input_required_total", mcp_method_name="tools/call", gen_ai_tool_name="sharpen_claw") == 1
+    assert in_flight_total(registry) == 0
+
+
+# -- cancellation noticed by the adapter (fault 3): the model's side ------------------------------
+
+
+def test_disconnect_cancels_at_its_time_and_a_late_answer_changes_nothing(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    ex = m.http_exchange(0.0, "POST", {})
+    ex.request_body(0.0, orjson.dumps(call(1, "nap")), False)
+    ex.disconnected(0.3)
+    ex.response_start(2.0, 200, JSON)
+    ex.response_body(2.0, answer(1), False)
+    ex.end(2.0)
+    assert op_count(registry, "tools/call", "nap", "cancelled") == 1
+    labels = dict(
+        mcp_method_name="tools/call",
+        gen_ai_tool_name="nap",
+        gen_ai_prompt_name="",
+        error_type="cancelled",
+        rpc_response_status_code="",
+        mcp_protocol_version="",
+        network_transport="tcp",
+    )
+    assert value(registry, "mcp_server_operation_duration_seconds_sum", **labels) == pytest.approx(0.3)
+
+
+# -- expiry is driven by time alone (fault 4): the model's side -----------------------------------
+
+
+def test_sessions_and_parked_operations_expire_without_traffic(registry: CollectorRegistry) -> None:
+    m, _ = model(registry, session_idle_timeout=1.0, parked_timeout=1.0)
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": {"name": "c", "version": "1"}}}
+    result = orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-11-25"}})
+    exchange(m, orjson.dumps(init), 200, [*JSON, (b"mcp-session-id", b"s1")], [result])
+    exchange(m, orjson.dumps(call(2)), 200, SSE, [b""], {b"mcp-session-id": b"s1"}, now=0.5)
+    assert value(registry, "mcp_server_sessions_active") == 1
+    assert m.next_deadline() == pytest.approx(1.7)  # the stream ended at 0.7; parked for 1 s
+    m.expire(5.0)
+    assert value(registry, "mcp_server_sessions_active") == 0
+    assert op_count(registry, "tools/call", "sharpen_claw", "no_response") == 1
+    assert m.next_deadline() is None
+
+
+# -- stdio ------------------------------------------------------------------------------------------
+
+
+def test_pipe_records_both_directions(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    pipe = m.pipe(0.0)
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"clientInfo": {"name": "host", "version": "2"}}}
+    pipe.client_bytes(0.0, orjson.dumps(init) + b"\n")
+    pipe.server_bytes(0.1, orjson.dumps({"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "2025-11-25"}}) + b"\n")
+    pipe.client_bytes(0.2, orjson.dumps(call(1)) + b"\n" + orjson.dumps(call(2, "nap")) + b"\n")
+    pipe.server_bytes(0.3, b"garbage on stdout\n")
+    pipe.server_bytes(0.4, answer(1, isError=True) + b"\n")
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 2}}
+    pipe.client_bytes(0.5, orjson.dumps(cancel) + b"\n" + orjson.dumps(call(3)) + b"\n")
+    pipe.end(0.6)
+    pipe_ops = dict(transport="pipe")
+    assert op_count(registry, "initialize", version="2025-11-25", **pipe_ops) == 1
+    assert op_count(registry, "tools/call", "sharpen_claw", "tool_error", version="2025-11-25", **pipe_ops) == 1
+    assert op_count(registry, "tools/call", "nap", "cancelled", version="2025-11-25", **pipe_ops) == 1
+    assert op_count(registry, "tools/call", "sharpen_claw", "no_response", version="2025-11-25", **pipe_ops) == 1
+    assert parse_errors(registry) == {"invalid_json": 1}
+    assert value(registry, "mcp_server_sessions_active") == 0
+    assert value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2025-11-25") == 1
+    assert in_flight_total(registry) == 0
