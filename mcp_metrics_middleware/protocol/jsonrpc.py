@@ -173,9 +173,30 @@ def classify(obj: Any, size: int, era: str = SERVER) -> JSONRPCMessage | None:
     if type(obj.get("result")) is dict and _valid_id(id_):
         return JSONRPCMessage(RESPONSE, id_, None, obj, size)
     error = obj.get("error")
-    if type(error) is dict and type(error.get("code")) is int and (id_ is None or _valid_id(id_)):
+    if (
+        type(error) is dict
+        and type(error.get("message")) is str
+        and _lax_int(error.get("code"))
+        and (id_ is None or _valid_id(id_))
+    ):
         return JSONRPCMessage(ERROR, id_, None, obj, size)
     return None
+
+
+def _lax_int(value: Any) -> bool:
+    """pydantic's lax ``int``: an int or bool, an integral float, or a string of an integer."""
+    t = type(value)
+    if t is int or t is bool:
+        return True
+    if t is float:
+        return bool(value.is_integer())
+    if t is str:
+        try:
+            int(value.strip())
+        except ValueError:
+            return False
+        return True
+    return False
 
 
 def _depth_over(obj: Any, limit: int) -> bool:

@@ -339,6 +339,10 @@ class ServerModel:
                     negotiated = result.get("protocolVersion")
                     if type(negotiated) is str:
                         op.protocol_version = negotiated
+                        if op.session_id is not None:
+                            session = self.sessions.get(op.session_id)
+                            if session is not None:
+                                session.protocol_version = negotiated
             self.finish(op, now, error_type, None, True, msg)
         else:
             code = msg.error_code
