@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from mcp_metrics_middleware import MCPMetricsMiddleware
 from mcp_metrics_middleware._types import ASGIApp, Message, Receive, Scope, Send
+from mcp_metrics_middleware.protocol.model import HTTPExchange
 from tests.helpers import in_flight_total, parse_errors
 
 
@@ -79,7 +80,7 @@ def live_exchanges() -> int:
     from mcp_metrics_middleware import middleware
 
     gc.collect()
-    return sum(1 for o in gc.get_objects() if type(o) is middleware._Exchange)
+    return sum(1 for o in gc.get_objects() if type(o) in (middleware._Tap, HTTPExchange))
 
 
 @dataclass
@@ -238,7 +239,7 @@ def reachable_exchanges(root: Any, limit: int = 200_000) -> int:
     found = 0
     while stack and len(seen) < limit:
         obj = stack.pop()
-        if type(obj) is middleware._Exchange:
+        if type(obj) in (middleware._Tap, HTTPExchange):
             found += 1
         for ref in gc.get_referents(obj):
             if id(ref) not in seen and not isinstance(ref, skip):

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from mcp_metrics_middleware import MCPMetricsMiddleware
 from mcp_metrics_middleware._types import ASGIApp, Message, Receive, Scope, Send
+from mcp_metrics_middleware.protocol.model import ServerModel
 from tests.apps import JSON, SSE, drive, request, result, scope, sse_event
 from tests.helpers import in_flight_total, parse_errors, total_ops, value
 from tests.reliability.harness import (
@@ -327,6 +328,22 @@ def closing_stream_app() -> ASGIApp:
     return app
 
 
+def model(mw: MCPMetricsMiddleware) -> ServerModel:
+    """The exchange model of the loop these tests run on."""
+    assert mw._state is not None
+    return mw._state.model
+
+
+def expire(mw: MCPMetricsMiddleware, now: float) -> None:
+    """What the middleware's expiry timer does when it fires."""
+    assert mw._state is not None
+    if mw._state.timer is not None:
+        mw._state.timer.cancel()
+        mw._state.timer = None
+    mw._expire(mw._state)
+    assert model(mw).next_deadline() is None or model(mw).next_deadline() > now  # type: ignore[operator]
+
+
 def replaying_app(ids: list[int]) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": SSE})
@@ -353,7 +370,7 @@ async def test_parked_operations_bounded_in_count_and_time(registry: CollectorRe
         body = orjson.dumps(request(i, "tools/call", name="sharpen_claw"))
         await drive(mw, scope(headers=session), body)
         clock.now += 0.1
-        assert len(mw.parked.table) <= 5
+        assert len(model(mw).parked) <= 5
     # 15 evicted to keep the bound: recorded as no_response; 5 parked, still in flight.
     assert ops(registry) == {op("tools/call", "sharpen_claw", "no_response"): 15}
     assert in_flight_total(registry) == 5
@@ -361,12 +378,11 @@ async def test_parked_operations_bounded_in_count_and_time(registry: CollectorRe
     mw.app = replaying_app([19])
     await drive(mw, scope("GET", headers=session))
     assert op("tools/call", "sharpen_claw") in ops(registry)
-    assert len(mw.parked.table) == 4
-    # Past parked_timeout, any scrape (or request) ends the rest.
+    assert len(model(mw).parked) == 4
+    # Past parked_timeout, the expiry timer ends the rest (no request or scrape needed).
     clock.now += 10.0
-    sent = await drive(mw, scope("GET", "/metrics"))
-    assert sent[0]["status"] == 200
-    assert mw.parked.table == type(mw.parked.table)()
+    expire(mw, clock.now)
+    assert len(model(mw).parked) == 0
     assert ops(registry) == {
         op("tools/call", "sharpen_claw", "no_response"): 19,
         op("tools/call", "sharpen_claw"): 1,
@@ -389,13 +405,13 @@ async def test_parked_operations_end_with_their_session(registry: CollectorRegis
         orjson.dumps(request(0, "tools/call", name="sharpen_claw")),
     )
     assert ops(registry) == {op("tools/call", "sharpen_claw", "no_response"): 1}
-    assert len(mw.parked.table) == 6
+    assert len(model(mw).parked) == 6
     # DELETE ends session a; a 404 ends session b.
     mw.app = _status_app(200)
     await drive(mw, scope("DELETE", headers=[(b"mcp-session-id", b"a")]))
     mw.app = _status_app(404)
     await drive(mw, scope("POST", headers=[(b"mcp-session-id", b"b")]), b"{}")
-    assert len(mw.parked.table) == 0
+    assert len(model(mw).parked) == 0
     assert ops(registry) == {op("tools/call", "sharpen_claw", "no_response"): 7}
     settled(registry)
     faults["bounds"] += 1
@@ -434,7 +450,7 @@ async def test_session_table_bounded_in_count_and_time(registry: CollectorRegist
     for _ in range(100):
         await drive(mw, scope(), init)
         clock.now += 0.5
-        assert len(mw.sessions.table) <= 10
+        assert len(model(mw).sessions) <= 10
     assert value(registry, "mcp_server_sessions_active") == 10
     ended = value(
         registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2025-11-25"
@@ -446,12 +462,12 @@ async def test_session_table_bounded_in_count_and_time(registry: CollectorRegist
     note = orjson.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
     await drive(mw, scope(headers=[(b"mcp-session-id", b"session-100")]), note)
     clock.now += 31.0
-    await drive(mw, scope("GET", "/metrics"))
-    assert list(mw.sessions.table) == ["session-100"]
+    expire(mw, clock.now)
+    assert len(model(mw).sessions) == 1 and "session-100" in model(mw).sessions
     assert value(registry, "mcp_server_sessions_active") == 1
     clock.now += 61.0
-    await drive(mw, scope("GET", "/metrics"))
-    assert len(mw.sessions.table) == 0
+    expire(mw, clock.now)
+    assert len(model(mw).sessions) == 0
     assert value(registry, "mcp_server_sessions_active") == 0
     assert (
         value(
