@@ -514,6 +514,7 @@ class MCPMetrics:
             code = self.code_label(op.code)
             if error_type and error_type == str(op.code) and code == OTHER:
                 error_type = OTHER  # a custom code past the cap
+                self.overflow("error_type")
         labels = self.operation_labels(
             OperationLabels(
                 method, tool, prompt, error_type, code, self.version_label(op.protocol_version), op.transport
@@ -538,7 +539,9 @@ class MCPMetrics:
         self.store.session_started()
 
     def session_ended(self, session: Session, end: float) -> None:
-        self.store.session_ended(self.version_label(session.protocol_version), max(0.0, end - session.start))
+        # The version's overflow was counted when the initialize answer was recorded.
+        version = self.version_label(session.protocol_version, count=False)
+        self.store.session_ended(version, max(0.0, end - session.start))
 
     def invalid_trace_context(self) -> None:
         """Counted by issue 13's trace-context counter (not yet exposed)."""
@@ -583,12 +586,13 @@ class MCPMetrics:
         self.overflow("http_request_method")
         return OTHER
 
-    def version_label(self, version: str | None) -> str:
+    def version_label(self, version: str | None, count: bool = True) -> str:
         if not version:
             return ""
         if version in KNOWN_PROTOCOL_VERSIONS:
             return version
-        self.overflow("mcp_protocol_version")
+        if count:
+            self.overflow("mcp_protocol_version")
         return OTHER
 
     def _admit(self, names: set[str], name: Any) -> None:

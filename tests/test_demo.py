@@ -239,6 +239,7 @@ async def test_each_outcome_gets_its_labels(server: str, mode: str, version: str
             "gen_ai_prompt_name": prompt,
             "error_type": error,
             "rpc_response_status_code": code,
+            "network_transport": "tcp",
             "mcp_protocol_version": version,
         }
         return (DURATION, tuple(sorted(labels.items())))

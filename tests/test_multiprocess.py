@@ -198,10 +198,11 @@ def test_dead_workers_live_gauges_are_cleaned(tmp_path: Path) -> None:
     code = (
         "from prometheus_client import CollectorRegistry\n"
         "from mcp_metrics_middleware import MCPMetrics\n"
+        "from mcp_metrics_middleware.protocol.model import Operation, Session\n"
         "m = MCPMetrics(CollectorRegistry())\n"
         "for _ in range(3):\n"
-        "    m.start(('tools/call', 'nap'), ('received', 'request', 'tools/call'))\n"
-        "m.session_started()\n"
+        "    m.operation_started(Operation('tools/call', 'nap', 'request', 0.0, 0, '', 'tcp'))\n"
+        "m.session_started(Session('s', 0.0, 'tcp'))\n"
     )
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp)}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT)

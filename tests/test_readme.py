@@ -59,7 +59,7 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
             'mcp_server_operation_duration_seconds_count{error_type="",'
             'gen_ai_prompt_name="",gen_ai_tool_name="sharpen_claw",'
             'mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",'
-            'rpc_response_status_code=""} 1.0'
+            'network_transport="tcp",rpc_response_status_code=""} 1.0'
         )
         assert expected in text
         assert expected in (ROOT / "README.md").read_text()

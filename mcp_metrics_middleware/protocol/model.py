@@ -468,8 +468,6 @@ class HTTPExchange:
             if session is not None:
                 op.client_name = session.client_name
                 op.client_version = session.client_version
-                if not op.protocol_version:
-                    op.protocol_version = session.protocol_version
         return op
 
     def _client_messages(self, messages: list[JSONRPCMessage], now: float) -> None:

@@ -37,8 +37,10 @@ from mcp_metrics_middleware.config import (
     LABELS_WITH_OVERFLOW,
     PARSE_ERROR_REASONS,
     PAYLOAD_BUCKETS,
+    SESSION_DURATION_BUCKETS,
     STANDARD_ERROR_CODES,
 )
+from mcp_metrics_middleware.protocol.outcomes import CALLER_ERROR_CODES
 from tests.apps import scope
 from tests.helpers import in_flight_total, parse_errors, total_ops
 from tests.reliability.harness import figure, overflow, series_count
@@ -56,28 +58,32 @@ def series_bound(
     methods = len(KNOWN_METHODS) + 1  # + _OTHER
     tools = max_names + 2  # admitted + _OTHER + "" (no name)
     versions = len(KNOWN_PROTOCOL_VERSIONS) + 2  # + _OTHER + "" (no header)
-    # (error_type, rpc_response_status_code) pairs: six with no code ("", tool_error,
-    # cancelled, 500, no_response, _OTHER) and one per code label (each code fixes its type).
+    # error_type values: six without a code ("", tool_error, cancelled, 500, no_response,
+    # _OTHER), one per code label, and one per HTTP status a request can be refused with.
     codes = len(STANDARD_ERROR_CODES) + max_error_codes + 1
-    outcomes = 6 + codes
+    error_types = 6 + codes + 200
     # Each label is capped, and so is the number of label sets: past max_operation_series a new
-    # set keeps only its error_type (one folded series per outcome).
-    op_series = DEFAULT_MAX_OPERATION_SERIES + outcomes
+    # set keeps only its error_type (one folded series per error type; one transport per process).
+    op_series = DEFAULT_MAX_OPERATION_SERIES + error_types
     gauge_keys = (methods - 1) + tools  # (method, tool)
     histogram = len(DURATION_BUCKETS) + 3  # buckets + +Inf, _count, _sum
     statuses = 500 + 1  # 100..599 and "" (no response)
     bound = {
         "mcp_server_operation_duration_seconds": op_series * histogram,
         "mcp_server_operations_in_flight": gauge_keys,
-        "mcp_server_session_duration_seconds": versions * histogram,
+        "mcp_server_session_duration_seconds": versions * (len(SESSION_DURATION_BUCKETS) + 3),
         "mcp_server_sessions_active": 1,
+        "mcp_server_sessions_limit": 1,
         "mcp_server_messages": 2 * (2 * methods + 2),
+        "mcp_server_input_required": gauge_keys,
         "mcp_server_operation_payload_bytes": 2 * gauge_keys * (len(PAYLOAD_BUCKETS) + 3),
         "mcp_http_server_request_duration_seconds": (len(KNOWN_HTTP_METHODS) + 1)
         * statuses
         * (len(HTTP_DURATION_BUCKETS) + 3),
         "mcp_metrics_parse_errors": len(PARSE_ERROR_REASONS),
         "mcp_metrics_label_overflow": len(LABELS_WITH_OVERFLOW),
+        "mcp_metrics_path_near_misses": 1,
+        "mcp_metrics_build_info": 1,
     }
     return bound
 
@@ -115,6 +121,11 @@ class Model:
         self.overflow["error_type"] += 1
 
 
+def refused(answer: dict[str, Any]) -> bool:
+    """The server refused the request as the caller's mistake: its name is not vouched for."""
+    return "error" in answer and answer["error"]["code"] in CALLER_ERROR_CODES
+
+
 class Flood:
     """Lazily generates (scope, body, response headers, response body) and the model's view."""
 
@@ -144,7 +155,8 @@ class Flood:
             if roll < 0.6:
                 version = rng.choice([*KNOWN_PROTOCOL_VERSIONS, self.name(), "2099-01-01"])
                 headers.append((b"mcp-protocol-version", version.encode("utf-8", "replace")))
-                model.version(version.encode("utf-8", "replace").decode("latin-1"))
+                if kind != "initialize":  # an initialize is labelled with the version it negotiated
+                    model.version(version.encode("utf-8", "replace").decode("latin-1"))
             if kind != "initialize" and rng.random() < 0.5:
                 sid = rng.choice(self.sessions) if self.sessions else f"{rng.getrandbits(128):032x}"
                 headers.append((b"mcp-session-id", sid.encode()))
@@ -158,7 +170,7 @@ class Flood:
                 answer, ok = self.answer(i)
                 if ok:
                     model.admit(model.tools, name)
-                if name not in model.tools:
+                if name not in model.tools or refused(answer):
                     model.overflow["gen_ai_tool_name"] += 1
             elif kind == "prompt":
                 name = self.name()
@@ -171,7 +183,7 @@ class Flood:
                 answer, _ = self.answer(i)
                 if "result" in answer:  # isError means nothing outside tools/call
                     model.admit(model.prompts, name)
-                if name not in model.prompts:
+                if name not in model.prompts or refused(answer):
                     model.overflow["gen_ai_prompt_name"] += 1
             elif kind in ("tools_list", "prompts_list"):
                 what = "tools" if kind == "tools_list" else "prompts"
@@ -289,7 +301,7 @@ def test_cardinality_flood() -> None:
     assert mw.metrics.tools == model.tools and len(model.tools) == DEFAULT_MAX_NAMES
     assert mw.metrics.prompts == model.prompts and len(model.prompts) == DEFAULT_MAX_NAMES
     assert mw.metrics.error_codes == model.codes and len(model.codes) == DEFAULT_MAX_ERROR_CODES
-    assert len(mw.sessions.table) == DEFAULT_MAX_SESSIONS
+    assert mw._state is not None and len(mw._state.model.sessions) == DEFAULT_MAX_SESSIONS
     # The series bound holds, and it does not depend on the number of requests.
     assert exposed <= total_bound
     for family in registry.collect():
@@ -327,7 +339,7 @@ def test_cardinality_flood() -> None:
         f"{len(values['gen_ai_prompt_name'])} prompt, {len(values['mcp_method_name'])} method, "
         f"{len(values['mcp_protocol_version'])} version, "
         f"{len(values['rpc_response_status_code'])} status-code values; "
-        f"sessions tracked: {len(mw.sessions.table)} (max_sessions)"
+        f"sessions tracked: {len(mw._state.model.sessions) if mw._state else 0} (max_sessions)"
     )
     figure(
         f"  memory: +{growth_total / 2**20:.1f} MiB total, +{growth_second_half / 2**20:.2f} MiB "
