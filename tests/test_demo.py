@@ -305,7 +305,7 @@ def test_make_demo_runs_and_cleans_up() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "demo.run"],
         cwd=ROOT,
-        env=_env(port, DEMO_SECONDS="3", DEMO_INTERVAL="1"),
+        env=_env(port, DEMO_SECONDS="6", DEMO_INTERVAL="1"),
         capture_output=True,
         text=True,
         timeout=90,
