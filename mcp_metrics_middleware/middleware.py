@@ -373,7 +373,7 @@ class _Tap:
             return
         loop = self.state.loop
         assert loop is not None
-        watch = loop.create_task(self._receive())  # type: ignore[arg-type]
+        watch: asyncio.Future[Message] = asyncio.ensure_future(self._receive(), loop=loop)
         self.watch = watch
         watch.add_done_callback(self._watched)
 
