@@ -447,12 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("MCP_METRICS_TOKEN"),
         help="bearer token for a protected /metrics (default: $MCP_METRICS_TOKEN)",
     )
+    from mcp_metrics_middleware import proxy, wrap  # each add_parser sets args.run
+
+    proxy.add_parser(commands)
+    wrap.add_parser(commands)
     return parser
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
+    if getattr(args, "run", None) is not None:  # proxy, wrap
+        return int(args.run(args))
     if args.interval <= 0:
         parser.error("--interval must be positive")
     try:
