@@ -4,10 +4,13 @@ A host (a desktop app, an IDE) launches this in place of the server command. The
 spawns the server, joins the host's stdin and stdout to the server's, and serves ``/metrics``
 of the traffic on a loopback port.
 
-* **The pipe.** Bytes are forwarded as they arrive, in both directions, unchanged: a line is
-  never held back for parsing, and the :class:`~mcp_metrics_middleware.protocol.model.PipeConnection`
-  reads the same bytes afterwards. stderr is the server's own (inherited). Each direction has its
-  own thread with blocking writes, so a slow reader holds back the writer (backpressure).
+* **The pipe.** Bytes are forwarded as they arrive, in both directions, unchanged: a chunk is
+  never held back waiting for the rest of its line. The
+  :class:`~mcp_metrics_middleware.protocol.model.PipeConnection` reads each chunk just *before*
+  it is forwarded (a few microseconds per line): the model must see a request before the other
+  side can possibly answer it, and the two directions run in two threads, so reading after
+  forwarding would let an answer overtake its request. stderr is the server's own (inherited).
+  Writes block, so a slow reader holds back the writer (backpressure).
 * **stdout is the protocol's.** Nothing but the server's bytes is ever written there: this
   module's messages go to stderr, and ``sys.stdout`` is pointed at stderr while it runs.
 * **Signals** (INT, TERM, HUP, QUIT, USR1, USR2) are forwarded to the server. The exit status is
@@ -145,8 +148,8 @@ class Wrapper:
                 data = os.read(self.stdin_fd, _CHUNK)
                 if not data:
                     break
-                _write_all(server_stdin, data)
                 self._observe(True, data)
+                _write_all(server_stdin, data)
         except OSError:
             pass  # the server is gone (EPIPE) or the host's stdin broke: nothing more to carry
         finally:
@@ -164,12 +167,12 @@ class Wrapper:
                 break
             if not data:
                 break
+            self._observe(False, data)
             if host_open:
                 try:
                     _write_all(self.stdout_fd, data)
                 except OSError:
                     host_open = False
-            self._observe(False, data)
 
     def send_signal(self, signum: int) -> None:
         if self.process is not None and self.process.returncode is None:
