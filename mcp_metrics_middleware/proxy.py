@@ -65,6 +65,7 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 DEFAULT_LISTEN = "127.0.0.1:8000"
 DEFAULT_TIMEOUT = 300.0  # seconds until the upstream starts its answer (JSON answers: the whole call)
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -195,13 +196,23 @@ class _Forward:
                 break
         self.body_read.set()
 
+    async def _drain(self) -> None:
+        """Read the rest of a request body the upstream never took (so the model sees it too)."""
+        while not self.body_read.is_set():
+            message = await self.receive()
+            if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                self.body_read.set()
+
     def _request(self, scope: anyio.CancelScope) -> httpx.Request:
         s = self.scope
         raw_path: bytes = s.get("raw_path") or s["path"].encode("utf-8")
         query: bytes = s.get("query_string", b"")
         url = self.proxy.origin.copy_with(raw_path=raw_path + (b"?" + query if query else b""))
         headers = [(n, v) for n, v in _forwarded_headers(s["headers"]) if n.lower() != b"host"]
-        has_body = any(n.lower() in (b"content-length", b"transfer-encoding") for n, _ in s["headers"])
+        # A POST is streamed even without Content-Length (ASGI callers need not send one).
+        has_body = s["method"] in _BODY_METHODS or any(
+            n.lower() in (b"content-length", b"transfer-encoding") for n, _ in s["headers"]
+        )
         if not has_body:
             self.body_read.set()  # the watcher reads the (empty) request message and waits on
         # httpx.Request, not client.build_request: the client's default headers (Accept-Encoding,
@@ -247,6 +258,7 @@ class _Forward:
 
     async def _fail(self, status: int, line: str) -> None:
         logger.warning("%s %s: %s", self.scope["method"], self.scope["path"], line)
+        await self._drain()
         body = (line + "\n").encode("utf-8", "replace")
         message: Message = {
             "type": "http.response.start",
