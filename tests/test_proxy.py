@@ -409,3 +409,28 @@ def test_separate_metrics_listener_with_token(python_upstream: ServerThread, pro
     assert httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).status_code == 401
     samples = scrape(f"http://127.0.0.1:{metrics_port}/metrics", token="s3cret")
     assert op_counts(samples, "tcp") == {("initialize", "", "", "", LEGACY): 1}
+
+
+# -- the README's example, as written -----------------------------------------------------------
+
+
+@needs_everything
+@pytest.mark.anyio
+async def test_readme_proxy_example(everything_http: str, proxy_command: Any) -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- proxy-example: begin -->\n```sh\n(.*?)```\n<!-- proxy-example: end -->", readme, re.S)
+    assert block, "proxy-example block missing from README.md"
+    import shlex
+
+    argv = shlex.split(block.group(1))
+    assert argv[:2] == ["mcp-metrics", "proxy"]
+    port = free_port()
+    # The example's addresses, moved to this test's ports.
+    argv = [a.replace("http://127.0.0.1:3001/mcp", everything_http).replace("127.0.0.1:8000", f"127.0.0.1:{port}") for a in argv]
+    _proc, line = proxy_command(*argv[2:])
+    assert line.startswith(f"mcp-metrics proxy: http://127.0.0.1:{port}/mcp -> {everything_http}")
+    wait_until(lambda: _listening(port), what="proxy listening")
+    async with Client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as client:
+        await client.call_tool("echo", {"message": "from the README"})
+    samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    assert op_counts(samples, "tcp")[("tools/call", "echo", "", "", LEGACY)] == 1

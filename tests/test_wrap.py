@@ -441,3 +441,34 @@ def test_metrics_token_file(tmp_path: Path) -> None:
         proc.stdin.close()
         assert proc.wait(20) == 0
 
+
+
+# -- the README's desktop-host config, as written ----------------------------------------------
+
+
+def readme_block(name: str, lang: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(rf"<!-- {name}: begin -->\n```{lang}\n(.*?)```\n<!-- {name}: end -->", readme, re.S)
+    assert block, f"{name} block missing from README.md"
+    return block.group(1)
+
+
+@needs_everything
+async def test_readme_desktop_config_runs(tmp_path: Path) -> None:
+    """The config snippet, with two substitutions: the console script is run by this Python, and the
+    `npx -y` download is the pinned copy in tests/node_modules (same package, no network)."""
+    config = json.loads(readme_block("wrap-config", "json"))["mcpServers"]["everything"]
+    assert config["command"] == "mcp-metrics"
+    args = config["args"]
+    cut = args.index("--")
+    assert args[cut + 1 :] == ["npx", "-y", "@modelcontextprotocol/server-everything"]
+    options = [("127.0.0.1:0" if a == "127.0.0.1:9464" else a) for a in args[:cut]]  # the test's own port
+    params = StdioServerParameters(
+        command=PYTHON,
+        args=[*MCP_METRICS[1:], *options, "--port-file", str(tmp_path / "port"), "--", *everything("stdio")],
+        cwd=str(ROOT),
+    )
+    async with Client(params, mode="legacy") as client:
+        await client.call_tool("echo", {"message": "from the README"})
+        samples = scrape(metrics_url(tmp_path))
+    assert op_counts(samples, "pipe")[("tools/call", "echo", "", "", LEGACY)] == 1
