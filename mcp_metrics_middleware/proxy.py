@@ -352,9 +352,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Forward every request to an MCP server over Streamable HTTP, unchanged and "
         "streaming, and serve Prometheus metrics of the traffic.",
     )
-    parser.add_argument("--upstream", required=True, metavar="URL", help="the MCP endpoint, e.g. http://127.0.0.1:3001/mcp")
     parser.add_argument(
-        "--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help=f"where clients connect (default {DEFAULT_LISTEN})"
+        "--upstream", required=True, metavar="URL", help="the MCP endpoint, e.g. http://127.0.0.1:3001/mcp"
+    )
+    parser.add_argument(
+        "--listen",
+        default=DEFAULT_LISTEN,
+        metavar="HOST:PORT",
+        help=f"where clients connect (default {DEFAULT_LISTEN})",
     )
     parser.add_argument(
         "--metrics-listen",

@@ -52,7 +52,9 @@ from mcp_metrics_middleware.protocol.model import PipeConnection, ServerModel
 
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 FORWARDED_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2") if hasattr(signal, name)
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
 )
 _CHUNK = 64 * 1024
 _DRAIN_AFTER_EXIT = 5.0  # seconds to read what the server wrote before it exited

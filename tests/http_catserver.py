@@ -10,9 +10,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import uvicorn  # noqa: E402
+import uvicorn
 
-from tests.catserver import build_server  # noqa: E402
+from tests.catserver import build_server
 
 if __name__ == "__main__":
     app = build_server().streamable_http_app(stateless_http="--stateless" in sys.argv)

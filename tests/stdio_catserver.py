@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.catserver import build_server  # noqa: E402
+from tests.catserver import build_server
 
 
 def main() -> None:

@@ -32,7 +32,6 @@ from tests.thirdparty import (
     op_counts,
     parse,
     process,
-    sample,
     scrape,
     wait_until,
 )

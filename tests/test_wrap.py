@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,6 @@ def metrics_url(tmp_path: Path) -> str:
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_everything_server_exact_counts(tmp_path: Path, mode: str) -> None:
     """The TypeScript reference server: tools by name, isError as tool_error, one pipe session."""
-    errlog = open(tmp_path / "stderr", "w+")  # noqa: SIM115 - the SDK wants a file
     async with Client(wrap_params(tmp_path, everything("stdio")), mode=mode) as client:  # type: ignore[arg-type]
         tools = {t.name for t in (await client.list_tools()).tools}
         assert {"echo", "get-sum"} <= tools
@@ -68,7 +66,6 @@ async def test_everything_server_exact_counts(tmp_path: Path, mode: str) -> None
         assert (await client.call_tool("get-sum", {"a": "x", "b": 2})).is_error
         assert (await client.call_tool("no-such-tool", {})).is_error
         samples = scrape(metrics_url(tmp_path))
-    errlog.close()
     expected = {
         ("initialize", "", "", "", LEGACY): 1,
         ("notifications/initialized", "", "", "", LEGACY): 1,
