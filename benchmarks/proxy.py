@@ -28,7 +28,12 @@ from tests.catserver import build_server
 app = build_server().streamable_http_app(stateless_http=True, json_response=True)
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
 """
-CALL = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "scratch_sofa", "arguments": {"claw_level": 5}}}
+CALL = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "scratch_sofa", "arguments": {"claw_level": 5}},
+}
 HEADERS = {
     "accept": "application/json, text/event-stream",
     "content-type": "application/json",
