@@ -316,3 +316,16 @@ def test_pipe_records_both_directions(registry: CollectorRegistry) -> None:
     assert value(registry, "mcp_server_sessions_active") == 0
     assert value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2025-11-25") == 1
     assert in_flight_total(registry) == 0
+
+
+def test_pipe_in_the_2026_era_has_a_version_and_a_session(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    pipe = m.pipe(0.0)
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "c"}}
+    discover = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}
+    pipe.client_bytes(0.0, orjson.dumps(discover) + b"\n")
+    pipe.server_bytes(0.1, answer(1) + b"\n")
+    assert value(registry, "mcp_server_sessions_active") == 1
+    pipe.end(1.0)
+    assert op_count(registry, "server/discover", version="2026-07-28", transport="pipe") == 1
+    assert value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2026-07-28") == 1

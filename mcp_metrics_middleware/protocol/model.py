@@ -72,6 +72,7 @@ PIPE = "pipe"  # semconv network.transport for stdio
 RECEIVED = "received"  # the client sent it to the server
 SENT = "sent"  # the server sent it to the client
 CLIENT_INFO = "io.modelcontextprotocol/clientInfo"  # 2026-07-28: _meta key on every request
+PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"  # 2026-07-28: _meta key
 _NOTIFICATION_PREFIX = b'{"jsonrpc":"2.0","method":"notifications/'
 _LISTEN = "subscriptions/listen"
 
@@ -829,6 +830,18 @@ class PipeConnection:
                         info = params["clientInfo"]
                         self.client_name = info.get("name") if type(info.get("name")) is str else None
                         self.client_version = info.get("version") if type(info.get("version")) is str else None
+                meta = msg.meta
+                if meta is not None and self.session is None and msg.method != "initialize":
+                    # 2026-07-28: no initialize; each request names its version in _meta.
+                    version = meta.get(PROTOCOL_VERSION)
+                    if type(version) is str:
+                        self.version = version
+                    if CLIENT_INFO in meta:
+                        info = meta[CLIENT_INFO]
+                        if type(info) is dict:
+                            self.client_name = info.get("name") if type(info.get("name")) is str else None
+                            self.client_version = info.get("version") if type(info.get("version")) is str else None
+                    self._start_session(now)
                 op = self._operation(msg, now, RECEIVED)
                 self.observer.operation_started(op)
                 for evicted in self.pending.put(msg.id, op, now):
@@ -884,12 +897,16 @@ class PipeConnection:
                 server.answer(op_, msg, now)
                 if op_.method == "initialize" and kind == RESPONSE and self.session is None:
                     self.version = op_.protocol_version
-                    session = Session("stdio", self.start, PIPE)
-                    session.protocol_version = self.version
-                    session.client_name = self.client_name
-                    session.client_version = self.client_version
-                    self.session = session
-                    self.observer.session_started(session)
+                    self._start_session(self.start)
+
+    def _start_session(self, start: float) -> None:
+        """The one session of this process: from initialize, or from the first 2026-07-28 request."""
+        session = Session("stdio", start, PIPE)
+        session.protocol_version = self.version
+        session.client_name = self.client_name
+        session.client_version = self.client_version
+        self.session = session
+        self.observer.session_started(session)
 
     def end(self, now: float) -> None:
         """The server process exited (or the pipe closed): what is pending gets no answer."""
