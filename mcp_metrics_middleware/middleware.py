@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -36,7 +36,8 @@ logger = logging.getLogger("mcp_metrics")
 _PASS, _MCP, _METRICS = 0, 1, 2  # what _route decides
 # A request still running this long after its body was read gets a watcher that notices the
 # client leaving even if the app never calls receive() (JSON responses). Short requests never
-# pay for one: a timer handle costs about 1 us, a task about 10.
+# pay for one: they only enter and leave a dict; one sweep timer per loop serves them all (a
+# timer handle per request cost about 1 us, and a task costs about 10).
 _WATCH_AFTER = 0.05
 _MIN_TIMER = 0.25  # seconds: expiry timers never fire more often than this
 _NEAR_MISS_WARN_AT = 5  # near-miss requests before the one warning line
@@ -50,12 +51,35 @@ def _normalise(path: str) -> str:
 class _LoopState:
     """The exchange model of one event loop, and that loop's expiry timer."""
 
-    __slots__ = ("model", "loop", "timer")
+    __slots__ = ("model", "loop", "clock", "timer", "waiting", "sweep")
 
-    def __init__(self, model: ServerModel, loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(self, model: ServerModel, loop: asyncio.AbstractEventLoop | None, clock: Callable[[], float]) -> None:
         self.model = model
+        self.clock = clock
         self.loop = loop
         self.timer: asyncio.TimerHandle | None = None
+        # Requests whose body was read and whose app is still running, oldest first.
+        self.waiting: dict[_Tap, float] = {}
+        self.sweep: asyncio.TimerHandle | None = None
+
+    def wait(self, tap: _Tap, now: float) -> None:
+        self.waiting[tap] = now
+        if self.sweep is None and self.loop is not None:
+            self.sweep = self.loop.call_later(_WATCH_AFTER, self.watch_old)
+
+    def watch_old(self) -> None:
+        """Give every request waiting longer than _WATCH_AFTER a disconnect watcher."""
+        self.sweep = None
+        waiting = self.waiting
+        cutoff = self.clock() - _WATCH_AFTER
+        while waiting:
+            tap, since = next(iter(waiting.items()))
+            if since > cutoff:
+                if self.loop is not None:
+                    self.sweep = self.loop.call_later(max(since - cutoff, 0.005), self.watch_old)
+                return
+            del waiting[tap]
+            tap.start_watch()
 
 
 class MCPMetricsMiddleware:
@@ -184,6 +208,9 @@ class MCPMetricsMiddleware:
 
     # -- per loop state ---------------------------------------------------------------------
 
+    def _now(self) -> float:
+        return self.clock()
+
     def _new_model(self) -> ServerModel:
         return ServerModel(self.metrics, **self.model_config)
 
@@ -197,13 +224,19 @@ class MCPMetricsMiddleware:
         if state is not None and state.loop is loop:
             return state
         if state is None:
-            state = self._state = _LoopState(self._new_model(), loop)
+            state = self._state = _LoopState(self._new_model(), loop, self._now)
+            return state
+        if state.loop is not None and state.loop.is_closed():
+            # The loop before this one is gone (a server restarted in process, tests): its
+            # model carries on in this one, sessions and all.
+            state.loop, state.timer, state.sweep = loop, None, None
+            state.waiting.clear()
             return state
         if loop is None:  # pragma: no cover - asyncio and another loop type in one process
             return state
         other = self._other_loops.get(loop)
         if other is None:
-            other = self._other_loops[loop] = _LoopState(self._new_model(), loop)
+            other = self._other_loops[loop] = _LoopState(self._new_model(), loop, self._now)
         return other
 
     def _schedule_expiry(self, state: _LoopState) -> None:
@@ -317,7 +350,6 @@ class _Tap:
         "_send",
         "receiving",
         "watch",
-        "watch_timer",
         "ended",
     )
 
@@ -329,7 +361,6 @@ class _Tap:
         self._send = send
         self.receiving = False
         self.watch: asyncio.Future[Message] | None = None
-        self.watch_timer: asyncio.TimerHandle | None = None
         self.ended = False
         # ASGI request header names are lowercase; dict() is one C call.
         self.exchange: HTTPExchange | None = None
@@ -357,17 +388,16 @@ class _Tap:
                 if mtype == "http.request":
                     more = message.get("more_body", False)
                     exchange.request_body(self.mw.clock(), message.get("body", b""), more)
-                    if not more and self.state.loop is not None and not exchange.complete:
-                        self.watch_timer = self.state.loop.call_later(_WATCH_AFTER, self._start_watch)
+                    if not more and not exchange.complete:
+                        self.state.wait(self, self.mw.clock())
                 elif mtype == "http.disconnect":
                     exchange.disconnected(self.mw.clock())
             except Exception:
                 self.mw.metrics.parse_error("internal")
         return message
 
-    def _start_watch(self) -> None:
+    def start_watch(self) -> None:
         """Notice the client leaving while the app is busy and not listening (JSON responses)."""
-        self.watch_timer = None
         exchange = self.exchange
         if self.ended or self.receiving or self.watch is not None or exchange is None or exchange.complete:
             return
@@ -414,8 +444,7 @@ class _Tap:
     def end(self, failure: str | None) -> None:
         """The app returned or raised. Never raises."""
         self.ended = True
-        if self.watch_timer is not None:
-            self.watch_timer.cancel()
+        self.state.waiting.pop(self, None)
         if self.watch is not None and not self.watch.done():
             self.watch.cancel()
         exchange = self.exchange

@@ -36,6 +36,7 @@ See: https://www.rfc-editor.org/rfc/rfc9110#section-7.6.1
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import socket
 import sys
@@ -431,7 +432,10 @@ def run(args: argparse.Namespace) -> int:
         if args.metrics_listen:
             m_host, m_port = parse_address(args.metrics_listen, "--metrics-listen")
             try:
-                metrics_server, _ = start_metrics_server(m_port, m_host, registry, token=token)
+                started = start_metrics_server(m_port, m_host, registry, token=token)
+                if started is None:  # multiprocess mode: another process serves this port
+                    raise OSError(errno.EADDRINUSE, "Address already in use")
+                metrics_server = started[0]
             except OSError as exc:
                 sock.close()
                 raise UsageError(

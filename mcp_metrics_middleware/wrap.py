@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -244,7 +245,10 @@ def _serve_metrics(args: argparse.Namespace, registry: CollectorRegistry) -> Any
         _say(f"{exc}; the server runs without a metrics endpoint")
         return None
     try:
-        server, _thread = start_metrics_server(port, host, registry, token=token)
+        started = start_metrics_server(port, host, registry, token=token)
+        if started is None:  # multiprocess mode: another process serves this port
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        server = started[0]
     except OSError as exc:
         _say(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; the server runs without them")
         return None

@@ -27,7 +27,11 @@ def model(registry: CollectorRegistry, **limits: Any) -> tuple[ServerModel, MCPM
     metrics = MCPMetrics(registry)
     metrics.learn_tools(["sharpen_claw", "nap"])
     options: dict[str, Any] = dict(
-        max_body_size=4 * 1024 * 1024, session_idle_timeout=1800.0, max_sessions=100, parked_timeout=300.0, max_parked=100
+        max_body_size=4 * 1024 * 1024,
+        session_idle_timeout=1800.0,
+        max_sessions=100,
+        parked_timeout=300.0,
+        max_parked=100,
     )
     options.update(limits)
     return ServerModel(metrics, **options), metrics
@@ -223,7 +227,15 @@ def test_a_redirect_is_not_an_operation(registry: CollectorRegistry) -> None:
     exchange(m, orjson.dumps(call(1)), 307, [(b"location", b"/mcp/")], [])
     assert total_ops(registry) == 0
     assert in_flight_total(registry) == 0
-    assert value(registry, "mcp_http_server_request_duration_seconds_count", http_request_method="POST", http_response_status_code="307") == 1
+    assert (
+        value(
+            registry,
+            "mcp_http_server_request_duration_seconds_count",
+            http_request_method="POST",
+            http_response_status_code="307",
+        )
+        == 1
+    )
 
 
 # -- transport and session rejections are failures by their cause (fault 15) ---------------------
@@ -247,7 +259,12 @@ def test_input_required_rounds_are_not_calls(registry: CollectorRegistry) -> Non
     exchange(m, orjson.dumps(call(2)), 200, JSON, [answer(2, resultType="complete")], modern)
     assert total_ops(registry) == 1
     assert op_count(registry, "tools/call", "sharpen_claw", version="2026-07-28") == 1
-    assert value(registry, "mcp_server_input_required_total", mcp_method_name="tools/call", gen_ai_tool_name="sharpen_claw") == 1
+    assert (
+        value(
+            registry, "mcp_server_input_required_total", mcp_method_name="tools/call", gen_ai_tool_name="sharpen_claw"
+        )
+        == 1
+    )
     assert in_flight_total(registry) == 0
 
 
@@ -298,9 +315,16 @@ def test_sessions_and_parked_operations_expire_without_traffic(registry: Collect
 def test_pipe_records_both_directions(registry: CollectorRegistry) -> None:
     m, _ = model(registry)
     pipe = m.pipe(0.0)
-    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"clientInfo": {"name": "host", "version": "2"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"clientInfo": {"name": "host", "version": "2"}},
+    }
     pipe.client_bytes(0.0, orjson.dumps(init) + b"\n")
-    pipe.server_bytes(0.1, orjson.dumps({"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "2025-11-25"}}) + b"\n")
+    pipe.server_bytes(
+        0.1, orjson.dumps({"jsonrpc": "2.0", "id": 0, "result": {"protocolVersion": "2025-11-25"}}) + b"\n"
+    )
     pipe.client_bytes(0.2, orjson.dumps(call(1)) + b"\n" + orjson.dumps(call(2, "nap")) + b"\n")
     pipe.server_bytes(0.3, b"garbage on stdout\n")
     pipe.server_bytes(0.4, answer(1, isError=True) + b"\n")
@@ -321,7 +345,10 @@ def test_pipe_records_both_directions(registry: CollectorRegistry) -> None:
 def test_pipe_in_the_2026_era_has_a_version_and_a_session(registry: CollectorRegistry) -> None:
     m, _ = model(registry)
     pipe = m.pipe(0.0)
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientInfo": {"name": "c"}}
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "c"},
+    }
     discover = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}
     pipe.client_bytes(0.0, orjson.dumps(discover) + b"\n")
     pipe.server_bytes(0.1, answer(1) + b"\n")

@@ -85,7 +85,7 @@ async def test_everything_server_exact_counts(tmp_path: Path, mode: str) -> None
     assert sample(samples, "mcp_metrics_parse_errors_total", reason="invalid_json") == 0
 
 
-@pytest.mark.parametrize(("mode", "version", "sessions"), [("legacy", LEGACY, 1), ("auto", "", 0)])
+@pytest.mark.parametrize(("mode", "version", "sessions"), [("legacy", LEGACY, 1), ("auto", "2026-07-28", 1)])
 async def test_python_server_exact_counts(tmp_path: Path, mode: str, version: str, sessions: int) -> None:
     """A Python SDK server; garbage on its stdout is forwarded and counted, not fatal."""
     # A launcher that prints to stdout before the server starts (the Python SDK itself keeps
@@ -111,7 +111,8 @@ async def test_python_server_exact_counts(tmp_path: Path, mode: str, version: st
         expected[("initialize", "", "", "", version)] = 1
         expected[("notifications/initialized", "", "", "", version)] = 1
     else:
-        # 2026-07-28 over stdio: no initialize, so no session and no version (see the report).
+        # 2026-07-28 over stdio: no initialize; the version comes from _meta, and the
+        # process's one session starts with the first request.
         expected[("server/discover", "", "", "", version)] = 1
     assert op_counts(samples, "pipe") == expected
     assert sample(samples, "mcp_server_sessions_active") == sessions
