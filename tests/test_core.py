@@ -356,3 +356,14 @@ def test_pipe_in_the_2026_era_has_a_version_and_a_session(registry: CollectorReg
     pipe.end(1.0)
     assert op_count(registry, "server/discover", version="2026-07-28", transport="pipe") == 1
     assert value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2026-07-28") == 1
+
+
+@pytest.mark.parametrize("body", [b"{nope", b'{"jsonrpc":"2.0","id":1.5,"method":"tools/call"}', b"[]"])
+def test_an_unreadable_body_falls_back_to_the_method_header(registry: CollectorRegistry, body: bytes) -> None:
+    m, _ = model(registry)
+    headers = {b"mcp-protocol-version": b"2026-07-28", b"mcp-method": b"tools/call", b"mcp-name": b"sharpen_claw"}
+    err = b'{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}'
+    exchange(m, body, 400, JSON, [err], headers)
+    # One operation of the method the headers named; refused, so the name is not a label.
+    assert op_count(registry, "tools/call", "_OTHER", "", "-32700", version="2026-07-28") == 1
+    assert total_ops(registry) == 1

@@ -379,7 +379,7 @@ class HTTPExchange:
     request_buffer: bytearray | None = None
     request_size = 0
     request_done = False  # the whole body was seen (decoded or not)
-    request_decoded = False  # the body was decoded as JSON-RPC
+    request_decoded = False  # the body was decoded into at least one JSON-RPC message
     status = 0
     started = False
     complete = False
@@ -454,8 +454,10 @@ class HTTPExchange:
         messages, reason = decode(body, self.era)
         if reason is not None:
             self.observer.parse_error(reason)
-        self.request_decoded = True
         if messages:
+            # A body that yields no message falls back to the Mcp-Method header, like one
+            # that was never read.
+            self.request_decoded = True
             self._client_messages(messages, now)
 
     def _operation(self, method: str, name: str | None, kind: str, size: int) -> Operation:
