@@ -520,9 +520,8 @@ class MCPMetrics:
         multiprocess: bool | None = None,
     ) -> None:
         self.registry = registry
-        self.known_clients = frozenset(known_clients)
-        if any(type(name) is not str or not name for name in self.known_clients):
-            raise ValueError(f"known_clients must be non-empty strings, got {sorted(map(repr, self.known_clients))}")
+        self.known_clients: frozenset[str] = frozenset()
+        self.add_known_clients(known_clients)
         self.max_clients = max_clients
         self.max_client_name_length = max_client_name_length
         self.max_client_series = max_client_series
@@ -720,6 +719,14 @@ class MCPMetrics:
             return labels
         self.overflow("series")
         return OperationLabels(OTHER, OTHER, OTHER, labels.error_type, OTHER, OTHER, labels.network_transport)
+
+    def add_known_clients(self, names: Iterable[str]) -> None:
+        """Admit these client names as ``mcp_client_name`` values, regardless of the cap."""
+        names = frozenset(names)
+        bad = sorted(repr(n) for n in names if type(n) is not str or not n)
+        if bad:
+            raise ValueError(f"known_clients must be non-empty strings, got {', '.join(bad)}")
+        self.known_clients |= names
 
     def client_label(self, name: str | None) -> str:
         """``mcp_client_name``: known, or among the first ``max_clients`` well-formed names; else _OTHER."""
