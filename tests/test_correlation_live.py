@@ -19,7 +19,7 @@ import anyio
 import httpx
 import pytest
 from mcp import Client
-from mcp.types import Implementation
+from mcp.types import Implementation, RequestParamsMeta
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
@@ -39,8 +39,9 @@ CLIENT = Implementation(name="cat-client", version="9.9.9")
 
 
 async def traced_call(url: str, mode: str, traceparent: str = TRACEPARENT) -> None:
-    async with Client(url, mode=mode, client_info=CLIENT) as client:  # type: ignore[arg-type]
-        result = await client.call_tool("sharpen_claw", {"level": 3}, meta={"traceparent": traceparent})
+    meta: RequestParamsMeta = {"traceparent": traceparent}  # type: ignore[typeddict-unknown-key]
+    async with Client(url, mode=mode, client_info=CLIENT) as client:
+        result = await client.call_tool("sharpen_claw", {"level": 3}, meta=meta)
         assert not result.is_error
 
 
@@ -95,7 +96,7 @@ async def test_traced_call_gives_exemplar_log_line_and_client_count(
     assert om.headers["content-type"].startswith("application/openmetrics-text")
     parsed = [
         s.exemplar
-        for family in text_string_to_metric_families(om.text)
+        for family in text_string_to_metric_families(om.text)  # type: ignore[no-untyped-call]
         if family.name == DURATION
         for s in family.samples
         if s.exemplar is not None
