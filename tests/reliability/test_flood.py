@@ -42,9 +42,9 @@ from mcp_metrics_middleware.config import (
 )
 from mcp_metrics_middleware.protocol.outcomes import CALLER_ERROR_CODES
 from tests.apps import scope
-from tests.reliability.test_client_flood import client_series_bound
 from tests.helpers import in_flight_total, parse_errors, total_ops
 from tests.reliability.harness import figure, overflow, series_count
+from tests.reliability.test_client_flood import client_series_bound
 
 REQUESTS = 100_000
 SEED = 20260728
