@@ -376,3 +376,48 @@ def test_readme_json_lines_setup(registry: CollectorRegistry, capsys: pytest.Cap
     assert line["gen_ai_tool_name"] == "sharpen_claw"
     assert line["duration_ms"] == 3.0
     assert line["levelname"] == "INFO"
+
+
+# -- mcp-metrics top --by client -----------------------------------------------------------------
+
+
+def test_top_by_client_rows(registry: CollectorRegistry) -> None:
+    from prometheus_client import generate_latest
+
+    from mcp_metrics_middleware.top_clients import parse_client_snapshot, render_by_client
+
+    metrics = MCPMetrics(registry)
+    finish(metrics, client="cat-client", duration=0.003)
+    first = parse_client_snapshot(generate_latest(registry).decode(), taken_at=0.0)
+    finish(metrics, client="cat-client", duration=0.003, error_type="tool_error")
+    finish(metrics, client=None, method="ping", name=None, duration=0.0007)
+    second = parse_client_snapshot(generate_latest(registry).decode(), taken_at=2.0)
+    lines = render_by_client("http://x/metrics", second, first, now="12:00:00").splitlines()
+    assert lines[0] == "mcp-metrics top --by client  http://x/metrics  12:00:00"
+    assert lines[1] == "window: last 2.0s  sessions active: 0"
+    assert lines[3].split() == [
+        "CLIENT",
+        "METHOD",
+        "CALLS/S",
+        "TOTAL",
+        "ERR%",
+        "P50",
+        "P95",
+        "P99",
+        "ERRORS",
+        "BY",
+        "TYPE",
+    ]
+    # Sorted by client: "" (no clientInfo) first, shown as (none).
+    assert lines[4].split()[:5] == ["(none)", "ping", "0.5", "1", "0.0"]
+    assert lines[5].split()[:5] == ["cat-client", "tools/call", "0.5", "2", "100.0"]
+    assert lines[5].endswith("tool_error 100.0%")
+
+
+def test_top_by_client_without_the_metric() -> None:
+    from mcp_metrics_middleware.top_clients import parse_client_snapshot, render_by_client
+
+    snapshot = parse_client_snapshot("# TYPE other counter\nother_total 1\n")
+    assert render_by_client("u", snapshot, None).endswith("(no mcp_server_client_operation_duration_seconds)")
+    empty = parse_client_snapshot("# TYPE mcp_server_client_operation_duration_seconds histogram\n", taken_at=1.0)
+    assert render_by_client("u", empty, None).endswith("no MCP traffic recorded yet")
