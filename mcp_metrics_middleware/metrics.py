@@ -14,7 +14,8 @@ Two stores keep the numbers:
   multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), where values must live in the shared mmap files
   that ``MultiProcessCollector`` aggregates.
 
-Both expose exactly the same names, types, labels and buckets.
+Both expose exactly the same names, types, labels and buckets. Only ``_FastStore`` keeps trace
+exemplars (the latest per bucket of the operation histogram): multiprocess files cannot hold them.
 """
 
 from __future__ import annotations
