@@ -68,6 +68,14 @@ DEFAULT_MAX_NAME_LENGTH = 128
 # capped on its own, but their product can still be large; past this, new label sets keep their
 # error_type and fold every other label into _OTHER.
 DEFAULT_MAX_OPERATION_SERIES = 2000
+# Per-client breakdown (mcp_server_client_operation_duration_seconds): client names admitted as
+# label values after the known_clients allow-list, their length and characters, and the
+# histogram's own cap on label sets (past it, new sets keep error_type only).
+DEFAULT_MAX_CLIENTS = 32
+DEFAULT_MAX_CLIENT_NAME_LENGTH = 64
+DEFAULT_MAX_CLIENT_SERIES = 1000
+# Printable ASCII a dashboard variable can hold without escaping surprises; anything else: _OTHER.
+CLIENT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:/@+()")
 DEFAULT_SESSION_IDLE_TIMEOUT = 1800.0  # the SDK's session_idle_timeout default
 DEFAULT_MAX_SESSIONS = 10_000  # the SDK's max_sessions default
 DEFAULT_PARKED_TIMEOUT = 300.0  # how long a response may take to reappear on a GET stream
@@ -144,4 +152,6 @@ LABELS_WITH_OVERFLOW = (
     "rpc_response_status_code",
     "http_request_method",
     "series",  # a whole operation label set folded by the series cap
+    "mcp_client_name",
+    "client_series",  # a per-client label set folded by that histogram's own cap
 )

@@ -14,12 +14,15 @@ Two stores keep the numbers:
   multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``), where values must live in the shared mmap files
   that ``MultiProcessCollector`` aggregates.
 
-Both expose exactly the same names, types, labels and buckets.
+Both expose exactly the same names, types, labels and buckets. Only ``_FastStore`` keeps trace
+exemplars (the latest per bucket of the operation histogram): multiprocess files cannot hold them.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +31,7 @@ from typing import Any, NamedTuple
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
+    Exemplar,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
@@ -36,6 +40,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from mcp_metrics_middleware.config import (
+    CLIENT_NAME_CHARS,
+    DEFAULT_MAX_CLIENT_NAME_LENGTH,
+    DEFAULT_MAX_CLIENT_SERIES,
+    DEFAULT_MAX_CLIENTS,
     DEFAULT_MAX_ERROR_CODES,
     DEFAULT_MAX_NAME_LENGTH,
     DEFAULT_MAX_NAMES,
@@ -53,6 +61,7 @@ from mcp_metrics_middleware.config import (
     SESSION_DURATION_BUCKETS,
     STANDARD_ERROR_CODES,
 )
+from mcp_metrics_middleware.logs import log_operation, logger
 from mcp_metrics_middleware.multiprocess import multiproc_dir
 from mcp_metrics_middleware.protocol.jsonrpc import REQUEST, RESPONSE
 from mcp_metrics_middleware.protocol.model import RECEIVED, SENT, Operation, Session
@@ -71,6 +80,7 @@ class OperationLabels(NamedTuple):
 
 
 OPERATION_LABELS = OperationLabels._fields
+CLIENT_LABELS = ("mcp_client_name", "mcp_method_name", "error_type")
 ROUND_LABELS = ("mcp_method_name", "gen_ai_tool_name")
 IN_FLIGHT_LABELS = ("mcp_method_name", "gen_ai_tool_name")
 MESSAGE_LABELS = ("direction", "message_type", "mcp_method_name")
@@ -96,20 +106,31 @@ DOCS = {
     "mcp_metrics_path_near_misses": "Requests to a path that looks like the MCP path but is not "
     "observed (check mcp_path).",
     "mcp_metrics_build_info": "The mcp-metrics-middleware version serving these metrics.",
+    "mcp_server_client_operation_duration_seconds": "MCP request or notification duration per "
+    "calling client (clientInfo.name, bounded: known_clients, then the first max_clients names).",
+    "mcp_metrics_invalid_trace_context": "traceparent values (params._meta or the HTTP header) "
+    "that are not valid W3C trace context, ignored.",
 }
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, MCPMetrics] = weakref.WeakKeyDictionary()
 _by_registry_lock = threading.Lock()
 
 Row = list[float]  # a histogram row: [count per bucket..., count in +Inf, sum]
+# The latest exemplar of each bucket of one row: bucket index -> (trace_id, span_id, value, unix time).
+Exemplars = dict[int, tuple[str, str | None, float, float]]
+_log_enabled = logger.isEnabledFor  # cached per level by logging: the disabled path is one call
+_INFO = logging.INFO
 
 
-def _observe(rows: dict[Any, Row], key: Any, bounds: tuple[float, ...], value: float) -> None:
+def _observe(rows: dict[Any, Row], key: Any, bounds: tuple[float, ...], value: float) -> int:
+    """Add ``value`` to the row of ``key``; return the index of the bucket it landed in."""
     row = rows.get(key)
     if row is None:
         row = rows[key] = [0.0] * (len(bounds) + 2)
-    row[bisect_left(bounds, value)] += 1.0
+    index = bisect_left(bounds, value)
+    row[index] += 1.0
     row[-1] += value
+    return index
 
 
 class _FastStore(Collector):
@@ -120,6 +141,9 @@ class _FastStore(Collector):
         self.duration_buckets = duration_buckets
         self.session_buckets = session_buckets
         self.operations: dict[tuple[str, ...], Row] = {}
+        self.exemplars: dict[tuple[str, ...], Exemplars] = {}
+        self.clients: dict[tuple[str, ...], Row] = {}
+        self.invalid_trace_contexts = 0.0
         self.payloads: dict[tuple[str, ...], Row] = {}
         self.http: dict[tuple[str, ...], Row] = {}
         self.sessions: dict[tuple[str, ...], Row] = {}
@@ -150,15 +174,28 @@ class _FastStore(Collector):
         request_size: int,
         response_size: int,
         message: tuple[str, str, str] | None = None,
+        client: tuple[str, str, str] | None = None,
+        trace: tuple[str, str | None] | None = None,
     ) -> None:
-        """An operation finished (``labels`` None: withdrawn) and ``message``, its answer, was sent."""
+        """An operation finished (``labels`` None: withdrawn) and ``message``, its answer, was sent.
+
+        ``client``: its per-client label set; ``trace``: (trace id, span id), kept as the
+        exemplar of the bucket the duration landed in.
+        """
         with self.lock:
             if in_flight is not None:
                 self.in_flight[in_flight] = self.in_flight.get(in_flight, 0.0) - 1.0
             if message is not None:
                 self.messages[message] = self.messages.get(message, 0.0) + 1.0
             if labels is not None:
-                _observe(self.operations, labels, self.duration_buckets, duration)
+                index = _observe(self.operations, labels, self.duration_buckets, duration)
+                if trace is not None:
+                    exemplars = self.exemplars.get(labels)
+                    if exemplars is None:
+                        exemplars = self.exemplars[labels] = {}
+                    exemplars[index] = (trace[0], trace[1], duration, time.time())
+            if client is not None:
+                _observe(self.clients, client, self.duration_buckets, duration)
             if payload_labels is not None:
                 method, tool = payload_labels
                 if request_size:
@@ -199,6 +236,10 @@ class _FastStore(Collector):
         with self.lock:
             self.near_misses += 1.0
 
+    def invalid_trace_context(self) -> None:
+        with self.lock:
+            self.invalid_trace_contexts += 1.0
+
     # -- exposition -------------------------------------------------------------------------
 
     def describe(self) -> Iterable[Metric]:
@@ -214,20 +255,33 @@ class _FastStore(Collector):
             CounterMetricFamily("mcp_metrics_parse_errors", ""),
             CounterMetricFamily("mcp_metrics_label_overflow", ""),
             CounterMetricFamily("mcp_metrics_path_near_misses", ""),
+            HistogramMetricFamily("mcp_server_client_operation_duration_seconds", "", labels=()),
+            CounterMetricFamily("mcp_metrics_invalid_trace_context", ""),
         ]
 
     @staticmethod
     def _histogram(
-        name: str, labels: Sequence[str], bounds: Sequence[float], rows: dict[tuple[str, ...], Row]
+        name: str,
+        labels: Sequence[str],
+        bounds: Sequence[float],
+        rows: dict[tuple[str, ...], Row],
+        exemplars: dict[tuple[str, ...], Exemplars] | None = None,
     ) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, DOCS[name], labels=labels)
         edges = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         for key, row in rows.items():
             cumulative = 0.0
-            buckets = []
-            for edge, count in zip(edges, row[:-1], strict=True):
+            buckets: list[Any] = []
+            marks = exemplars.get(key) if exemplars else None
+            for index, (edge, count) in enumerate(zip(edges, row[:-1], strict=True)):
                 cumulative += count
-                buckets.append((edge, cumulative))
+                mark = marks.get(index) if marks else None
+                if mark is None:
+                    buckets.append((edge, cumulative))
+                else:
+                    trace_id, span_id, value, timestamp = mark
+                    ids = {"trace_id": trace_id} if span_id is None else {"trace_id": trace_id, "span_id": span_id}
+                    buckets.append((edge, cumulative, Exemplar(ids, value, timestamp)))
             family.add_metric(list(key), buckets, row[-1])
         return family
 
@@ -235,6 +289,9 @@ class _FastStore(Collector):
         # Copy under the lock (a few microseconds per thousand series); render outside it.
         with self.lock:
             operations = {k: v[:] for k, v in self.operations.items()}
+            exemplars = {k: dict(v) for k, v in self.exemplars.items()}
+            clients = {k: v[:] for k, v in self.clients.items()}
+            invalid_trace_contexts = self.invalid_trace_contexts
             payloads = {k: v[:] for k, v in self.payloads.items()}
             http = {k: v[:] for k, v in self.http.items()}
             sessions = {k: v[:] for k, v in self.sessions.items()}
@@ -246,7 +303,13 @@ class _FastStore(Collector):
             sessions_active = self.sessions_active
             near_misses = self.near_misses
         yield self._histogram(
-            "mcp_server_operation_duration_seconds", OPERATION_LABELS, self.duration_buckets, operations
+            "mcp_server_operation_duration_seconds", OPERATION_LABELS, self.duration_buckets, operations, exemplars
+        )
+        yield self._histogram(
+            "mcp_server_client_operation_duration_seconds", CLIENT_LABELS, self.duration_buckets, clients
+        )
+        yield CounterMetricFamily(
+            "mcp_metrics_invalid_trace_context", DOCS["mcp_metrics_invalid_trace_context"], invalid_trace_contexts
         )
         gauge = GaugeMetricFamily(
             "mcp_server_operations_in_flight", DOCS["mcp_server_operations_in_flight"], labels=IN_FLIGHT_LABELS
@@ -299,6 +362,8 @@ class _ClientStore:
             return Counter(name, DOCS[name], labels, registry=registry)
 
         self.operations = histogram("mcp_server_operation_duration_seconds", OPERATION_LABELS, duration_buckets)
+        self.clients = histogram("mcp_server_client_operation_duration_seconds", CLIENT_LABELS, duration_buckets)
+        self.invalid_trace_contexts = counter("mcp_metrics_invalid_trace_context", ())
         self.in_flight = Gauge(
             "mcp_server_operations_in_flight",
             DOCS["mcp_server_operations_in_flight"],
@@ -336,13 +401,18 @@ class _ClientStore:
         request_size: int,
         response_size: int,
         message: tuple[str, str, str] | None = None,
+        client: tuple[str, str, str] | None = None,
+        trace: tuple[str, str | None] | None = None,
     ) -> None:
+        # ``trace`` is dropped: multiprocess files cannot carry exemplars.
         if in_flight is not None:
             self.in_flight.labels(*in_flight).dec()
         if message is not None:
             self.messages.labels(*message).inc()
         if labels is not None:
             self.operations.labels(*labels).observe(duration)
+        if client is not None:
+            self.clients.labels(*client).observe(duration)
         if payload_labels is not None:
             if request_size:
                 self.payloads.labels("request", *payload_labels).observe(request_size)
@@ -373,6 +443,9 @@ class _ClientStore:
 
     def near_miss(self) -> None:
         self.near_misses.inc()
+
+    def invalid_trace_context(self) -> None:
+        self.invalid_trace_contexts.inc()
 
 
 class _Static(Collector):
@@ -415,11 +488,19 @@ class MCPMetrics:
             below 10 ms).
         session_buckets: session duration boundaries in seconds (default: up to a day).
         max_sessions: exposed as ``mcp_server_sessions_limit`` (the SDK's ``max_sessions``).
+        known_clients: client names (``clientInfo.name``) always admitted as ``mcp_client_name``.
+        max_clients: further client names admitted, first come first served; past it, and for
+            names longer than ``max_client_name_length`` or with characters outside
+            ``config.CLIENT_NAME_CHARS``, the label is ``_OTHER``.
+        max_client_name_length: longest client name admitted (characters).
+        max_client_series: distinct label sets of the per-client histogram; past it, new sets
+            keep ``error_type`` and fold the client and method into ``_OTHER``.
         multiprocess: use prometheus-client's multiprocess-capable metrics (``None``: when
             ``PROMETHEUS_MULTIPROC_DIR`` is set).
 
     Raises:
-        ValueError: for buckets that are empty, not positive or not increasing.
+        ValueError: for buckets that are empty, not positive or not increasing, and for
+            known client names that are not non-empty strings.
     """
 
     def __init__(
@@ -433,9 +514,20 @@ class MCPMetrics:
         duration_buckets: Sequence[float] = DURATION_BUCKETS,
         session_buckets: Sequence[float] = SESSION_DURATION_BUCKETS,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        known_clients: Iterable[str] = (),
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_client_name_length: int = DEFAULT_MAX_CLIENT_NAME_LENGTH,
+        max_client_series: int = DEFAULT_MAX_CLIENT_SERIES,
         multiprocess: bool | None = None,
     ) -> None:
         self.registry = registry
+        self.known_clients: frozenset[str] = frozenset()
+        self.add_known_clients(known_clients)
+        self.max_clients = max_clients
+        self.max_client_name_length = max_client_name_length
+        self.max_client_series = max_client_series
+        self.clients: set[str] = set()  # admitted by the first-N rule (known_clients apart)
+        self.client_series: set[tuple[str, str, str]] = set()
         self.max_names = max_names
         self.max_operation_series = max_operation_series
         self.operation_series: set[tuple[str, ...]] = set()
@@ -461,6 +553,7 @@ class MCPMetrics:
         self.overflow = store.label_overflow
         self.parse_error = store.parse_error
         self.near_miss = store.near_miss
+        self.invalid_trace_context = store.invalid_trace_context
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry, **kwargs: Any) -> MCPMetrics:
@@ -520,9 +613,13 @@ class MCPMetrics:
                 method, tool, prompt, error_type, code, self.version_label(op.protocol_version), op.transport
             )
         )
+        client = self.client_labels(self.client_label(op.client_name), method, error_type)
+        trace = None if op.trace_id is None else (op.trace_id, op.span_id)
         self.store.operation(
-            gauge, labels, op.end - op.start, (method, tool), op.request_size, op.response_size, message
+            gauge, labels, op.end - op.start, (method, tool), op.request_size, op.response_size, message, client, trace
         )
+        if _log_enabled(_INFO):
+            log_operation(op)
 
     def operation_withdrawn(self, op: Operation) -> None:
         _method, gauge = op.slot
@@ -542,9 +639,6 @@ class MCPMetrics:
         # The version's overflow was counted when the initialize answer was recorded.
         version = self.version_label(session.protocol_version, count=False)
         self.store.session_ended(version, max(0.0, end - session.start))
-
-    def invalid_trace_context(self) -> None:
-        """Counted by issue 13's trace-context counter (not yet exposed)."""
 
     def http_request(self, method: str, status: int, duration: float) -> None:
         self.store.http_request((self.http_method_label(method), _STATUS_LABELS.get(status, "")), duration)
@@ -626,6 +720,42 @@ class MCPMetrics:
             return labels
         self.overflow("series")
         return OperationLabels(OTHER, OTHER, OTHER, labels.error_type, OTHER, OTHER, labels.network_transport)
+
+    def add_known_clients(self, names: Iterable[str]) -> None:
+        """Admit these client names as ``mcp_client_name`` values, regardless of the cap."""
+        names = frozenset(names)
+        bad = sorted(repr(n) for n in names if type(n) is not str or not n)
+        if bad:
+            raise ValueError(f"known_clients must be non-empty strings, got {', '.join(bad)}")
+        self.known_clients |= names
+
+    def client_label(self, name: str | None) -> str:
+        """``mcp_client_name``: known, or among the first ``max_clients`` well-formed names; else _OTHER."""
+        if name is None:
+            return ""  # no clientInfo reached us (e.g. stateless handshake-era requests)
+        if name in self.known_clients or name in self.clients:
+            return name
+        if (
+            len(self.clients) < self.max_clients
+            and 0 < len(name) <= self.max_client_name_length
+            and CLIENT_NAME_CHARS.issuperset(name)
+        ):
+            self.clients.add(name)
+            return name
+        self.overflow("mcp_client_name")
+        return OTHER
+
+    def client_labels(self, client: str, method: str, error_type: str) -> tuple[str, str, str]:
+        """Apply the per-client histogram's own series cap."""
+        labels = (client, method, error_type)
+        seen = self.client_series
+        if labels in seen:
+            return labels
+        if len(seen) < self.max_client_series:
+            seen.add(labels)
+            return labels
+        self.overflow("client_series")
+        return (OTHER, OTHER, error_type)
 
     def code_label(self, code: int) -> str:
         if code in STANDARD_ERROR_CODES or code in self.error_codes:

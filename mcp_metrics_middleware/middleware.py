@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from mcp_metrics_middleware._types import ASGIApp, Message, Receive, Scope, Send
 from mcp_metrics_middleware.config import (
     DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_CLIENTS,
     DEFAULT_MAX_PARKED,
     DEFAULT_MAX_SESSIONS,
     DEFAULT_PARKED_TIMEOUT,
@@ -98,6 +99,9 @@ class MCPMetricsMiddleware:
             ``exposition.start_metrics_server``).
         metrics_token: require ``Authorization: Bearer <token>`` on the metrics path.
         known_tools / known_prompts: names admitted as labels from the start.
+        known_clients: client names (``clientInfo.name``) always admitted as ``mcp_client_name``.
+        max_clients: further client names admitted, first come first served (used when this
+            middleware creates the recorder; pass ``metrics=`` to set the other client limits).
         discover_tools: at startup, ask the app in process for its tool and prompt lists
             (2026-07-28 ``tools/list``, not recorded as traffic), so that every tool the server
             offers is labelled by its name from its first call, on every worker.
@@ -126,6 +130,8 @@ class MCPMetricsMiddleware:
         metrics_token: str | None = None,
         known_tools: Iterable[str] = (),
         known_prompts: Iterable[str] = (),
+        known_clients: Iterable[str] = (),
+        max_clients: int = DEFAULT_MAX_CLIENTS,
         discover_tools: bool = True,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         session_idle_timeout: float = DEFAULT_SESSION_IDLE_TIMEOUT,
@@ -136,10 +142,15 @@ class MCPMetricsMiddleware:
         self.app = app
         if max_body_size < 1:
             raise ValueError("max_body_size must be positive")
-        self.metrics = metrics if metrics is not None else MCPMetrics.for_registry(registry, max_sessions=max_sessions)
+        self.metrics = (
+            metrics
+            if metrics is not None
+            else MCPMetrics.for_registry(registry, max_sessions=max_sessions, max_clients=max_clients)
+        )
         # The static allow-list is the operator's word: admitted regardless of the cap.
         self.metrics.tools.update(known_tools)
         self.metrics.prompts.update(known_prompts)
+        self.metrics.add_known_clients(known_clients)
         paths = (mcp_path,) if isinstance(mcp_path, str) else tuple(mcp_path)
         if not paths:
             raise ValueError("mcp_path needs at least one path")

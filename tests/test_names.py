@@ -41,6 +41,11 @@ EXPECTED = {
     "mcp_metrics_path_near_misses": ("counter", set()),
     "mcp_metrics_build_info": ("gauge", {"version"}),
     "mcp_server_sessions_limit": ("gauge", set()),
+    "mcp_server_client_operation_duration_seconds": (
+        "histogram",
+        {"mcp_client_name", "mcp_method_name", "error_type"},
+    ),
+    "mcp_metrics_invalid_trace_context": ("counter", set()),
 }
 
 
@@ -68,6 +73,7 @@ def exercise(metrics: MCPMetrics) -> None:
     metrics.message("sent", "notification", "notifications/progress")
     metrics.http_request("POST", 200, 0.1)
     metrics.near_miss()
+    metrics.invalid_trace_context()
     session = Session("s", 0.0, "tcp")
     session.protocol_version = "2025-11-25"
     metrics.session_started(session)

@@ -44,6 +44,7 @@ from mcp_metrics_middleware.protocol.outcomes import CALLER_ERROR_CODES
 from tests.apps import scope
 from tests.helpers import in_flight_total, parse_errors, total_ops
 from tests.reliability.harness import figure, overflow, series_count
+from tests.reliability.test_client_flood import client_series_bound
 
 REQUESTS = 100_000
 SEED = 20260728
@@ -84,6 +85,8 @@ def series_bound(
         "mcp_metrics_label_overflow": len(LABELS_WITH_OVERFLOW),
         "mcp_metrics_path_near_misses": 1,
         "mcp_metrics_build_info": 1,
+        "mcp_metrics_invalid_trace_context": 1,
+        "mcp_server_client_operation_duration_seconds": client_series_bound(),
     }
     return bound
 
