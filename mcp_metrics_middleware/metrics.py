@@ -574,9 +574,9 @@ class MCPMetrics:
             self.store.message((SENT, REQUEST, method))
             return
         tool = ""
-        name = op.name
-        if name is not None and op.kind == REQUEST and op.method == "tools/call":
-            tool = name if name in self.tools else OTHER
+        if op.method == "tools/call":
+            name = op.name
+            tool = name if name is not None and op.kind == REQUEST and name in self.tools else OTHER
         key = (method, tool)
         op.slot = (method, key)
         self.store.start(key, (RECEIVED, op.kind, method))
@@ -589,12 +589,10 @@ class MCPMetrics:
                 self.store.message((RECEIVED, answer, method))
             return
         tool = prompt = ""
-        name = op.name
-        if name is not None and op.kind == REQUEST:  # a notification calls no tool
-            if op.method == "tools/call":
-                tool = self._name_label(self.tools, name, op, "gen_ai_tool_name")
-            elif op.method == "prompts/get":
-                prompt = self._name_label(self.prompts, name, op, "gen_ai_prompt_name")
+        if op.method == "tools/call":
+            tool = self._name_label(self.tools, op, "gen_ai_tool_name")
+        elif op.method == "prompts/get":
+            prompt = self._name_label(self.prompts, op, "gen_ai_prompt_name")
         message = None if answer is None else (SENT, answer, method)
         if op.result_type == "input_required":
             # One round of a multi-round call, not the call: counted apart.
@@ -645,15 +643,18 @@ class MCPMetrics:
 
     # -- label policy -----------------------------------------------------------------------
 
-    def _name_label(self, names: set[str], name: str, op: Operation, label: str) -> str:
-        """A tool or prompt name becomes a label only if the server vouched for it.
+    def _name_label(self, names: set[str], op: Operation, label: str) -> str:
+        """The tool or prompt label of a ``tools/call`` or ``prompts/get``: never ``""``.
 
-        Vouched: listed by the server (``tools/list``, ``prompts/list``), given by the operator
-        (``known_tools``), or answered with a successful result to a request whose body named
-        it. A name from the ``Mcp-Name`` header, or from a request the server refused, never
-        becomes a label of its own.
+        A name becomes a label only if the server vouched for it: listed by the server
+        (``tools/list``, ``prompts/list``), given by the operator (``known_tools``), or
+        answered with a successful result to a request whose body named it. A call with no
+        name, sent as a notification, refused by the server, or named only by a header the
+        server did not check, is ``_OTHER``: junk never dilutes a real tool's numbers, nor the
+        calls with a tool label.
         """
-        if not op.vouched:
+        name = op.name
+        if name is None or op.kind != REQUEST or not op.vouched:
             self.overflow(label)
             return OTHER
         if name in names:

@@ -29,6 +29,7 @@ from mcp_metrics_middleware.config import (
 )
 from mcp_metrics_middleware.discovery import discover_names
 from mcp_metrics_middleware.exposition import MetricsEndpoint
+from mcp_metrics_middleware.logs import report_internal
 from mcp_metrics_middleware.metrics import MCPMetrics
 from mcp_metrics_middleware.protocol.model import HTTPExchange, ServerModel
 
@@ -265,7 +266,7 @@ class MCPMetricsMiddleware:
         try:
             state.model.expire(self.clock())
         except Exception:
-            self.metrics.parse_error("internal")
+            report_internal(self.metrics)
         self._schedule_expiry(state)
 
     # -- the ASGI entry point ---------------------------------------------------------------
@@ -349,6 +350,17 @@ class MCPMetricsMiddleware:
 _background: set[asyncio.Task[None]] = set()
 
 
+def first_wins(headers: Any) -> dict[bytes, bytes]:
+    """Header name -> value, the first occurrence winning, as Starlette's ``Headers.get`` reads.
+
+    ASGI request header names are lowercase. A client that repeats a header must not make us
+    read a different value than the server does.
+    """
+    if type(headers) is not list:
+        headers = list(headers)
+    return dict(reversed(headers))
+
+
 class _Tap:
     """Per-request state, created in ``__call__``; never stored on the middleware."""
 
@@ -376,9 +388,11 @@ class _Tap:
         # ASGI request header names are lowercase; dict() is one C call.
         self.exchange: HTTPExchange | None = None
         try:
-            self.exchange = state.model.http_exchange(mw.clock(), scope.get("method", "GET"), dict(scope["headers"]))
+            self.exchange = state.model.http_exchange(
+                mw.clock(), scope.get("method", "GET"), first_wins(scope["headers"])
+            )
         except Exception:
-            mw.metrics.parse_error("internal")
+            report_internal(mw.metrics)
 
     async def receive(self) -> Message:
         watch = self.watch
@@ -404,7 +418,7 @@ class _Tap:
                 elif mtype == "http.disconnect":
                     exchange.disconnected(self.mw.clock())
             except Exception:
-                self.mw.metrics.parse_error("internal")
+                report_internal(self.mw.metrics)
         return message
 
     def start_watch(self) -> None:
@@ -425,7 +439,7 @@ class _Tap:
             try:
                 self.exchange.disconnected(self.mw.clock())
             except Exception:
-                self.mw.metrics.parse_error("internal")
+                report_internal(self.mw.metrics)
 
     async def send(self, message: Message) -> None:
         exchange = self.exchange
@@ -450,7 +464,7 @@ class _Tap:
                 if 300 <= status < 400:
                     self.mw._redirected(self.scope, status, dict(headers).get(b"location"))
         except Exception:
-            self.mw.metrics.parse_error("internal")
+            report_internal(self.mw.metrics)
 
     def end(self, failure: str | None) -> None:
         """The app returned or raised. Never raises."""
@@ -465,4 +479,4 @@ class _Tap:
             exchange.end(self.mw.clock(), failure)
             self.mw._schedule_expiry(self.state)
         except Exception:
-            self.mw.metrics.parse_error("internal")
+            report_internal(self.mw.metrics)

@@ -48,6 +48,7 @@ from mcp_metrics_middleware.config import (
     DEFAULT_SESSION_IDLE_TIMEOUT,
 )
 from mcp_metrics_middleware.exposition import start_metrics_server
+from mcp_metrics_middleware.logs import report_internal
 from mcp_metrics_middleware.metrics import MCPMetrics
 from mcp_metrics_middleware.protocol.model import PipeConnection, ServerModel
 
@@ -142,7 +143,7 @@ class Wrapper:
                 else:
                     pipe.server_bytes(self.clock(), data)
         except Exception:  # never let the metrics hurt the pipe
-            self.metrics.parse_error("internal")
+            report_internal(self.metrics)
 
     def _pump_in(self, server_stdin: int) -> None:
         """Host -> server. The host closing its end closes the server's stdin (EOF)."""
@@ -196,7 +197,7 @@ class Wrapper:
             try:
                 self.pipe.end(self.clock())
             except Exception:
-                self.metrics.parse_error("internal")
+                report_internal(self.metrics)
         return code
 
 

@@ -367,3 +367,90 @@ def test_an_unreadable_body_falls_back_to_the_method_header(registry: CollectorR
     # One operation of the method the headers named; refused, so the name is not a label.
     assert op_count(registry, "tools/call", "_OTHER", "", "-32700", version="2026-07-28") == 1
     assert total_ops(registry) == 1
+
+
+# -- found in review: junk must not dilute calls that carry a tool label -----------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "era", "status"),
+    [
+        (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}', {}, 200),
+        (b'{"jsonrpc":"2.0","id":true,"method":"tools/call","params":{"name":"sharpen_claw"}}', {}, 202),
+        (b'{"jsonrpc":"2.0","method":"tools/call","params":{"name":"sharpen_claw"}}', {}, 202),
+        (b'{"jsonrpc":"2.0","id":1,"method":"prompts/get"}', {}, 200),
+    ],
+)
+def test_calls_without_a_vouched_name_are_other(
+    registry: CollectorRegistry, body: bytes, era: dict[bytes, bytes], status: int
+) -> None:
+    m, _ = model(registry)
+    err = b'{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"Invalid request parameters"}}'
+    exchange(m, body, status, JSON if status == 200 else [], [err] if status == 200 else [], era)
+    assert total_ops(registry) == 1
+    label = "gen_ai_prompt_name" if b"prompts/get" in body else "gen_ai_tool_name"
+    assert total_ops(registry, **{label: "_OTHER"}) == 1
+
+
+def test_a_request_with_content_encoding_is_read_as_the_server_reads_it(registry: CollectorRegistry) -> None:
+    # The SDK ignores Content-Encoding: a plain body naming one tool, with a header naming
+    # another, is a call of the body's tool (here unknown, so _OTHER), never the header's.
+    m, _ = model(registry)
+    headers = {b"content-encoding": b"gzip", b"mcp-method": b"tools/call", b"mcp-name": b"sharpen_claw"}
+    exchange(m, orjson.dumps(call(1, "summon_dog")), 200, JSON, [answer(1, isError=True)], headers)
+    assert op_count(registry, "tools/call", "_OTHER", "tool_error") == 1
+    assert op_count(registry, "tools/call", "sharpen_claw", "tool_error") == 0
+
+
+@pytest.mark.parametrize("era", [b"2025-11-25", b""])
+def test_handshake_headers_never_name_a_tool(registry: CollectorRegistry, era: bytes) -> None:
+    m, _ = model(registry, max_body_size=200)  # the request is over it, the answer is not
+    headers = {b"mcp-method": b"tools/call", b"mcp-name": b"sharpen_claw"}
+    if era:
+        headers[b"mcp-protocol-version"] = era
+    exchange(m, orjson.dumps(call(1, "summon_dog", pad="x" * 300)), 200, JSON, [answer(1, isError=True)], headers)
+    assert op_count(registry, "tools/call", "_OTHER", "tool_error", version=era.decode()) == 1
+
+
+def test_a_repeated_header_is_read_first_wins(registry: CollectorRegistry) -> None:
+    from mcp_metrics_middleware.middleware import first_wins
+
+    headers = first_wins([(b"mcp-protocol-version", b"2025-11-25"), (b"mcp-protocol-version", b"2026-07-28")])
+    assert headers[b"mcp-protocol-version"] == b"2025-11-25"  # Starlette's Headers.get
+    m, _ = model(registry)
+    body = b'{"jsonrpc":"2.0","id":true,"method":"tools/call","params":{"name":"nap"}}'
+    exchange(m, body, 202, [], [], {**headers, b"mcp-method": b"tools/call", b"mcp-name": b"nap"})
+    assert op_count(registry, "tools/call", "nap", "no_response", version="2025-11-25") == 0
+    assert total_ops(registry, error_type="no_response") == 0
+
+
+def test_a_gzip_stream_inflating_past_the_cap_keeps_its_answer(registry: CollectorRegistry) -> None:
+    import zlib
+
+    m, _ = model(registry, max_body_size=64 * 1024)
+    progress = sse(b'{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}')
+    stream = progress * 20_000 + sse(answer(1, isError=True))  # about 2 MiB, 32x the cap
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    gz = packer.compress(stream) + packer.flush()
+    exchange(m, orjson.dumps(call(1)), 200, [*SSE, (b"content-encoding", b"gzip")], [gz, b""])
+    assert op_count(registry, "tools/call", "sharpen_claw", "tool_error") == 1
+    sent = value(
+        registry,
+        "mcp_server_messages_total",
+        direction="sent",
+        message_type="notification",
+        mcp_method_name="notifications/progress",
+    )
+    assert sent == 20_000
+    assert parse_errors(registry) == {}
+
+
+def test_pipe_reused_ids_are_answered_in_order(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    pipe = m.pipe(0.0)
+    pipe.client_bytes(0.0, orjson.dumps(call(1)) + b"\n" + orjson.dumps(call(1, "nap")) + b"\n")
+    pipe.server_bytes(0.1, answer(1) + b"\n" + answer(1, isError=True) + b"\n")
+    pipe.end(0.2)
+    assert op_count(registry, "tools/call", "sharpen_claw", transport="pipe") == 1
+    assert op_count(registry, "tools/call", "nap", "tool_error", transport="pipe") == 1
+    assert total_ops(registry, error_type="no_response") == 0

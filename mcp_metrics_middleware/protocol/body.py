@@ -18,6 +18,7 @@ SSE = 2  # text/event-stream
 OPAQUE = 3  # anything else: not parsed (text/plain error pages, empty bodies)
 
 ErrorSink = Callable[[str], None]
+_PIECE = 64 * 1024  # inflate at most this much at a time
 
 
 def content_kind(content_type: bytes | None) -> int:
@@ -52,10 +53,18 @@ class BodyReader:
     body (``skipped``) and reports why through ``errors``: ``too_large`` or ``encoding``.
     """
 
-    __slots__ = ("kind", "cap", "errors", "skipped", "_buffer", "_inflate", "sse")
+    __slots__ = ("kind", "cap", "errors", "skipped", "_buffer", "_inflate", "sse", "sink")
 
-    def __init__(self, kind: int, encoding: bytes, cap: int, errors: ErrorSink) -> None:
+    def __init__(
+        self,
+        kind: int,
+        encoding: bytes,
+        cap: int,
+        errors: ErrorSink,
+        sink: Callable[[list[bytes | bytearray]], None] | None = None,
+    ) -> None:
         self.kind = kind
+        self.sink = sink
         self.cap = cap
         self.errors = errors
         self.skipped = False
@@ -88,6 +97,9 @@ class BodyReader:
             return out
         if self._inflate is not None:
             try:
+                if self.sse is not None:
+                    self._inflate_events(data, more, out)
+                    return out
                 data = self._decompress(data, more)
             except zlib.error:
                 self.errors("encoding")
@@ -123,6 +135,31 @@ class BodyReader:
         self.skipped = True
         self._buffer = None
         self.errors("too_large")
+
+    def _inflate_events(self, data: bytes, more: bool, out: list[bytes | bytearray]) -> None:
+        """Inflate a piece (64 KiB) at a time into the SSE decoder.
+
+        A compressed stream may inflate to any size; only its events are capped. Payloads are
+        handed to ``sink`` as they complete, so the peak stays bounded however much one chunk
+        inflates to.
+        """
+        inflate = self._inflate
+        sink = self.sink
+        piece = inflate.decompress(data, _PIECE)
+        while True:
+            if piece:
+                self._events(piece, out)
+                if sink is not None and out:
+                    sink(out[:])
+                    out.clear()
+            tail = inflate.unconsumed_tail
+            if not tail:
+                break
+            piece = inflate.decompress(tail, _PIECE)
+        if not more:
+            rest = inflate.flush()
+            if rest:
+                self._events(rest, out)
 
     def _decompress(self, data: bytes, more: bool) -> bytes:
         inflate = self._inflate

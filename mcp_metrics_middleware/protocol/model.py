@@ -375,7 +375,6 @@ class HTTPExchange:
     era = HANDSHAKE
     header_method: str | None = None
     header_name: str | None = None
-    request_encoded = False
     request_buffer: bytearray | None = None
     request_size = 0
     request_done = False  # the whole body was seen (decoded or not)
@@ -389,6 +388,7 @@ class HTTPExchange:
     new_session: str | None = None
     header_op: Operation | None = None
     traceparent: str | None = None
+    last_chunk = 0.0  # when the response chunk being decoded was sent
 
     def __init__(self, server: ServerModel, now: float, method: str, headers: Mapping[bytes, bytes]) -> None:
         self.server = server
@@ -415,10 +415,6 @@ class HTTPExchange:
         value = headers.get(b"traceparent")
         if value is not None:
             self.traceparent = value.decode("latin-1")
-        value = headers.get(b"content-encoding")
-        if value is not None and value.strip().lower() not in (b"identity", b""):
-            # The SDK never decodes request bodies (gzip gives -32700): neither do we.
-            self.request_encoded = True
 
     # -- the request ------------------------------------------------------------------------
 
@@ -448,9 +444,8 @@ class HTTPExchange:
             body = buffer
         if not body:
             return  # an empty body (GET, DELETE, or an empty POST): nothing to decode
-        if self.request_encoded:
-            self.observer.parse_error("encoding")
-            return
+        # Content-Encoding is ignored, as the SDK ignores it: it parses the bytes as they came
+        # (a gzipped body gives -32700 there and invalid_json here; a plain one is read by both).
         messages, reason = decode(body, self.era)
         if reason is not None:
             self.observer.parse_error(reason)
@@ -527,7 +522,11 @@ class HTTPExchange:
         method = self.header_method
         if method is None or self.ops:
             return None
-        name = self.header_name if method in ("tools/call", "prompts/get") else None
+        name = None
+        if method in ("tools/call", "prompts/get") and self.era is MODERN:
+            # Only 2026-07-28 servers refuse a body that disagrees with Mcp-Name (-32020);
+            # a handshake-era server never reads the header, so it names nothing there.
+            name = self.header_name
         op = self._operation(method, name, REQUEST, 0)
         op.name_from_header = True
         self.ops.append(op)
@@ -544,16 +543,19 @@ class HTTPExchange:
             return
         self.started = True
         self.status = status
-        found = dict(headers)
+        # The first of a repeated header wins, as clients read it.
+        found = dict(reversed(headers)) if type(headers) is list else dict(reversed(list(headers)))
         content_type = found.get(b"content-type")
         if content_type is None and headers:
             # Not every stack lowercases response header names.
-            found = {key.lower(): value for key, value in headers}
+            found = {key.lower(): value for key, value in reversed(list(headers))}
             content_type = found.get(b"content-type")
         self.kind = kind = content_kind(content_type)
         encoding = found.get(b"content-encoding")
         if kind != OPAQUE and (encoding is not None or kind == SSE):
-            self.reader = BodyReader(kind, encoding or b"", self.server.max_body_size, self.observer.parse_error)
+            self.reader = BodyReader(
+                kind, encoding or b"", self.server.max_body_size, self.observer.parse_error, self._sink
+            )
         server = self.server
         if 200 <= status < 300:
             for op in self.ops:
@@ -580,6 +582,7 @@ class HTTPExchange:
         if not self.started or self.complete:
             self.observer.parse_error("asgi_protocol")  # a body before the start, or after the end
             return
+        self.last_chunk = now
         reader = self.reader
         if reader is None:
             if self.kind == JSON and data:
@@ -610,6 +613,10 @@ class HTTPExchange:
             if reader is not None and self.kind == SSE and reader.pending:
                 self.observer.parse_error("truncated")
             self._settle(now, None)
+
+    def _sink(self, payloads: list[bytes | bytearray]) -> None:
+        """Events of a compressed stream, handed on as they inflate (the time of their chunk)."""
+        self._events(payloads, self.last_chunk)
 
     def _json_payload(self, payload: bytes | bytearray, now: float) -> None:
         messages, reason = decode(payload, SERVER)
@@ -786,9 +793,10 @@ class PipeConnection:
         self.start = now
         self.version = ""
         self.session: Session | None = None
-        # Requests waiting for their answer, by id; each direction has its own id space.
-        self.pending: BoundedTable[Any, Operation] = BoundedTable(server.parked.max_size, float("inf"))
-        self.outgoing: BoundedTable[Any, Operation] = BoundedTable(server.parked.max_size, float("inf"))
+        # Requests waiting for their answer, by id, oldest first (a reused id is answered in
+        # order); each direction has its own id space.
+        self.pending: BoundedTable[Any, list[Operation]] = BoundedTable(server.parked.max_size, float("inf"))
+        self.outgoing: BoundedTable[Any, list[Operation]] = BoundedTable(server.parked.max_size, float("inf"))
         self.client_reader = LineReader(server.max_body_size, self.observer.parse_error)
         self.server_reader = LineReader(server.max_body_size, self.observer.parse_error)
         self.client_name: str | None = None
@@ -816,6 +824,25 @@ class PipeConnection:
                 _trace(op, meta["traceparent"], self.observer)
         if self.session is not None:
             op.session_id = self.session.id
+        return op
+
+    def _wait(self, table: BoundedTable[Any, list[Operation]], key: Any, op: Operation, now: float) -> None:
+        waiting = table.get(key)
+        if waiting is not None:
+            waiting.append(op)
+            return
+        for evicted in table.put(key, [op], now):
+            for old in evicted:
+                self.server.finish(old, now, outcomes.NO_RESPONSE)
+
+    @staticmethod
+    def _take(table: BoundedTable[Any, list[Operation]], key: Any) -> Operation | None:
+        waiting = table.get(key)
+        if not waiting:
+            return None
+        op = waiting.pop(0)
+        if not waiting:
+            table.pop(key)
         return op
 
     def client_line(self, now: float, line: bytes) -> None:
@@ -846,8 +873,7 @@ class PipeConnection:
                     self._start_session(now)
                 op = self._operation(msg, now, RECEIVED)
                 self.observer.operation_started(op)
-                for evicted in self.pending.put(msg.id, op, now):
-                    server.finish(evicted, now, outcomes.NO_RESPONSE)
+                self._wait(self.pending, msg.id, op, now)
             elif msg.kind == NOTIFICATION:
                 op = self._operation(msg, now, RECEIVED)
                 self.observer.operation_started(op)
@@ -857,12 +883,12 @@ class PipeConnection:
                     if type(params) is dict:
                         request_id = params.get("requestId")
                         if type(request_id) in (int, str):
-                            cancelled = self.pending.pop(request_id)
+                            cancelled = self._take(self.pending, request_id)
                             if cancelled is not None:
                                 server.finish(cancelled, now, outcomes.CANCELLED)
             else:
                 # The client's answer to a server-to-client request (sampling, elicitation, roots).
-                sent = self.outgoing.pop(msg.id)
+                sent = self._take(self.outgoing, msg.id)
                 if sent is not None:
                     server.answer(sent, msg, now)
                 else:
@@ -887,12 +913,11 @@ class PipeConnection:
                 op = self._operation(msg, now, SENT)
                 self.observer.operation_started(op)
                 if msg.id is not None:
-                    for evicted in self.outgoing.put(msg.id, op, now):
-                        server.finish(evicted, now, outcomes.NO_RESPONSE)
+                    self._wait(self.outgoing, msg.id, op, now)
                 else:
                     server.finish(op, now, outcomes.NO_RESPONSE)
             else:
-                op_ = self.pending.pop(msg.id)
+                op_ = self._take(self.pending, msg.id)
                 if op_ is None:
                     self.observer.message(SENT, kind, None)
                     continue
@@ -915,8 +940,9 @@ class PipeConnection:
         server = self.server
         if self.client_reader.pending or self.server_reader.pending:
             self.observer.parse_error("truncated")
-        for op in self.pending.drain() + self.outgoing.drain():
-            server.finish(op, now, outcomes.NO_RESPONSE)
+        for ops in self.pending.drain() + self.outgoing.drain():
+            for op in ops:
+                server.finish(op, now, outcomes.NO_RESPONSE)
         if self.session is not None:
             self.observer.session_ended(self.session, now)
             self.session = None
