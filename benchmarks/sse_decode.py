@@ -49,12 +49,9 @@ def framings(events: int = 10_000) -> list[dict[str, Any]]:
     big = big[: MiB - 25 - 3] + b'"}}' if len(big) > MiB - 25 else big
     one_big = b"event: message\r\ndata: " + big + b"\r\n\r\n"
     sdk = b"".join(wire.sse_event(_progress(i)) for i in range(events)) + wire.sse_event(result)
-    ts = (
-        b"".join(
-            b"event: message\nid: %d\ndata: %s\n\n" % (i, _progress(i)) for i in range(events)
-        )
-        + b"event: message\nid: %d\ndata: %s\n\n" % (events, result)
-    )
+    ts = b"".join(
+        b"event: message\nid: %d\ndata: %s\n\n" % (i, _progress(i)) for i in range(events)
+    ) + b"event: message\nid: %d\ndata: %s\n\n" % (events, result)
     data_only = b"".join(b"data: " + _progress(i) + b"\n\n" for i in range(events))
     lone_cr = b"".join(b"event: message\rdata: " + _progress(i) + b"\r\r" for i in range(events))
     multiline = b"".join(
@@ -71,7 +68,12 @@ def framings(events: int = 10_000) -> list[dict[str, Any]]:
         {"name": "TS-SDK LF with ids", "chunks": _split(ts), "kind": "sdk", "target": 500},
         {"name": "data-only LF", "chunks": _split(data_only), "kind": "other", "target": 200},
         {"name": "lone CR", "chunks": _split(lone_cr), "kind": "other", "target": 200},
-        {"name": "multi-line data CRLF", "chunks": _split(multiline), "kind": "other", "target": 200},
+        {
+            "name": "multi-line data CRLF",
+            "chunks": _split(multiline),
+            "kind": "other",
+            "target": 200,
+        },
         {"name": "pings and retry LF", "chunks": _split(pings), "kind": "other", "target": 200},
     ]
 

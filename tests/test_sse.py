@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import gc
+import itertools
+import tracemalloc
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -224,3 +229,185 @@ def test_coalesced_events_take_the_block_path_and_agree(
     expected = reference_decode(stream)
     assert got == [e for e in expected if len(e.data) + 1 <= 20]
     assert decoder.oversized == len([e for e in expected if len(e.data) + 1 > 20])
+
+
+# -- bulk paths and feed_messages -------------------------------------------------------------
+
+NOTE = b'{"jsonrpc":"2.0","method":"notifications/'
+
+
+def classify_reference(events: list[ServerSentEvent]) -> tuple[list[bytes], dict[bytes, int]]:
+    """What feed_messages must return: the middleware's own per-event loop over the events."""
+    payloads: list[bytes] = []
+    counts: dict[bytes, int] = {}
+    for event in events:
+        data = event.data
+        if not data or (event.event and event.event != b"message"):
+            continue
+        if data[:41] == NOTE:
+            end = data.find(b'"', 27, 27 + 128)
+            if end != -1 and data.find(b"\\", 27, end) == -1:
+                counts[data[27:end]] = counts.get(data[27:end], 0) + 1
+                continue
+        payloads.append(data)
+    return payloads, counts
+
+
+payload_values = st.one_of(
+    st.sampled_from(
+        [
+            NOTE + b'progress","params":{"progress":1}}',
+            NOTE + b'progress","params":{"progress":2}}',
+            NOTE + b'message","params":{"level":"info"}}',
+            NOTE + b'resources/updated","params":{}}',
+            NOTE + b'progress"',
+            NOTE + b'pro\\"gress"}',
+            b'{"jsonrpc":"2.0","id":1,"result":{}}',
+            b"",
+            b" leading space",
+            b"with\rcr",
+            b"with\nlf",
+            b"with\r\nboth",
+            b"\x00nul",
+        ]
+    ),
+    st.binary(max_size=12),
+)
+heads = st.sampled_from(
+    [
+        b"event: message{nl}data: ",
+        b"data: ",
+        b"data:",
+        b"event: message{nl}id: 7{nl}data: ",
+        b"event: message{nl}id: {nl}data: ",
+        b"event: message{nl}id: a\x00b{nl}data: ",
+        b"event: other{nl}data: ",
+        b": ping{nl}{nl}data: ",
+        b"event: message{nl}id: 9{nl}",
+        b"event: message{nl}id: 9{nl}data: x{nl}data: ",
+        b"retry: 5{nl}data: ",
+    ]
+)
+
+
+@st.composite
+def framed_streams(draw: st.DrawFn) -> bytes:
+    nl = draw(st.sampled_from([b"\r\n", b"\n", b"\r"]))
+    uniform = draw(st.booleans())  # one head for every event: the bulk paths' runs
+    head = draw(heads)
+    out = b"\xef\xbb\xbf" if draw(st.booleans()) else b""
+    for _ in range(draw(st.integers(0, 40))):
+        if not uniform:
+            head = draw(heads)
+        out += head.replace(b"{nl}", nl) + draw(payload_values) + nl + nl
+    return out
+
+
+def feed_messages_in_chunks(
+    stream: bytes, cuts: list[int], cap: int
+) -> tuple[list[bytes], dict[bytes, int], int]:
+    decoder = SSEDecoder(cap)
+    payloads: list[bytes] = []
+    counts: dict[bytes, int] = {}
+    start = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        got, notes = decoder.feed_messages(stream[start:cut])
+        payloads += got
+        for method, n in notes.items():
+            counts[method] = counts.get(method, 0) + n
+        start = cut
+    return payloads, counts, decoder.oversized
+
+
+@settings(max_examples=600, deadline=None)
+@given(stream=framed_streams(), data=st.data())
+def test_bulk_framings_agree_with_the_reference(stream: bytes, data: st.DataObject) -> None:
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=4))
+    cap = data.draw(st.sampled_from([1 << 20, 40]))
+    expected = [e for e in reference_decode(stream) if len(e.data) + 1 <= cap]
+    decoder = SSEDecoder(cap)
+    got: list[ServerSentEvent] = []
+    start = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        got.extend(decoder.feed(stream[start:cut]))
+        start = cut
+    assert got == expected
+    assert all(type(e.data) is bytes for e in got)
+    payloads, counts, oversized = feed_messages_in_chunks(stream, cuts, cap)
+    assert (payloads, counts) == classify_reference(expected)
+    assert oversized == decoder.oversized
+
+
+@pytest.mark.parametrize("nl", [b"\r\n", b"\n", b"\r"])
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096, 1 << 16, 1 << 22])
+def test_long_runs_of_sdk_events_in_any_chunking(nl: bytes, chunk_size: int) -> None:
+    events = []
+    count = 3000 if chunk_size >= 4096 else 300
+    for i in range(count):
+        method = b"progress" if i % 500 else b"message"
+        data = NOTE + method + b'","params":{"i":%d}}' % i
+        if i % 3 == 0 and nl == b"\n":
+            events.append(b"event: message\nid: %d\ndata: %s\n\n" % (i, data))
+        else:
+            events.append(b"event: message" + nl + b"data: " + data + nl + nl)
+    events.append(b"event: message" + nl + b'data: {"jsonrpc":"2.0","id":1,"result":{}}' + nl + nl)
+    stream = b"".join(events)
+    cuts = list(range(chunk_size, len(stream), chunk_size))
+    expected = reference_decode(stream)
+    assert decode_in_chunks(stream, cuts) == expected
+    payloads, counts, oversized = feed_messages_in_chunks(stream, cuts, 1 << 20)
+    assert (payloads, counts) == classify_reference(expected)
+    assert counts == {
+        b"notifications/progress": count - len(range(0, count, 500)),
+        b"notifications/message": len(range(0, count, 500)),
+    }
+    assert oversized == 0
+
+
+# -- memory: the real heap cost is bounded by the cap, whatever the stream's shape ------------
+
+CAP = 256 * 1024
+CONSTANT = 160 * 1024  # interpreter noise and one 64 KiB piece's line objects
+
+
+def _peak_while_feeding(chunks: Any, feed_messages: bool = False) -> int:
+    decoder = SSEDecoder(CAP)
+    feed = decoder.feed_messages if feed_messages else decoder.feed
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for chunk in chunks:
+            feed(chunk)
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def _repeat(chunk: bytes, total: int) -> Any:
+    # The same object again and again: building the stream allocates nothing while traced.
+    return itertools.repeat(chunk, total // len(chunk))
+
+
+MEMORY_SHAPES = {
+    # issue 10 item 9: data lines that never end their event, in small and in 64 KiB chunks
+    "tiny data lines, one per chunk": lambda: _repeat(b"data:ab\n", 4 * CAP),
+    "tiny data lines, 64 KiB chunks": lambda: _repeat(b"data:ab\n" * 8192, 16 * CAP),
+    "tiny data lines, CR only": lambda: _repeat(b"data:ab\r" * 8192, 16 * CAP),
+    "long data line, 1-byte chunks": lambda: itertools.chain([b"data: "], _repeat(b"y", 3 * CAP)),
+    "long id line, 1-byte chunks": lambda: itertools.chain([b"id: "], _repeat(b"y", 3 * CAP)),
+    "many tiny id and event lines": lambda: _repeat(b"id: 1\nevent: x\n" * 4096, 16 * CAP),
+    "many tiny events": lambda: _repeat(b"data: a\n\n" * 7000, 16 * CAP),
+    "huge one-chunk event past the cap": lambda: [b"data: " + b"z" * (8 * CAP) + b"\n\n"],
+    "huge one-chunk event under the cap": lambda: [b"data: " + b"z" * (CAP - 8) + b"\n\n"],
+}
+
+
+@pytest.mark.parametrize("feed_messages", [False, True], ids=["feed", "feed_messages"])
+@pytest.mark.parametrize("shape", sorted(MEMORY_SHAPES))
+def test_peak_memory_is_bounded_by_the_cap(shape: str, feed_messages: bool) -> None:
+    chunks = list(MEMORY_SHAPES[shape]()) if shape.startswith("huge") else MEMORY_SHAPES[shape]()
+    peak = _peak_while_feeding(chunks, feed_messages)
+    # At most the buffered data (or line) plus its dispatch copy, each within the cap.
+    assert peak <= 2.5 * CAP + CONSTANT, f"{shape}: peak {peak / 1024:.0f} KiB"
