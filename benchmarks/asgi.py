@@ -58,6 +58,17 @@ async def call(app: Any, headers: list[tuple[bytes, bytes]], body: bytes, keep: 
     return ex
 
 
+async def call_path(
+    app: Any, headers: list[tuple[bytes, bytes]], path: str, keep: bool = True
+) -> Exchange:
+    """A GET of ``path`` (a scrape of ``/metrics``); the body is kept by default."""
+    ex = Exchange(b"", keep)
+    await app(wire.http_scope(headers, method="GET", path=path), ex.receive, ex.send)
+    if ex.status < 0:
+        ex.status = -ex.status
+    return ex
+
+
 def header(ex: Exchange, name: bytes) -> bytes | None:
     for key, value in ex.headers:
         if key.lower() == name:

@@ -72,6 +72,8 @@ def machine() -> dict[str, Any]:
 def _num(value: float, unit: str) -> str:
     if unit == "req/s":
         return f"{value:,.0f}"
+    if unit.startswith("ms"):
+        return f"{value:,.2f}"
     if unit == "MB/s":
         return f"{value:,.0f}" if value < 1e5 else "n/a"
     return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
@@ -87,14 +89,24 @@ def _cells(row: dict[str, Any]) -> list[str]:
     if section == "in-process" and row.get("overhead") is not None:
         overhead = f"{row['overhead']:+.1f} µs"
         ratio = f"{row['ratio']:.3f}"
-        if row.get("share_of_cheapest_peer") is not None:
-            extra = f"{row['share_of_cheapest_peer']:.2f} x cheapest peer's overhead"
+        if row.get("share_of_instrumentator") is not None:
+            extra = (
+                f"{row['share_of_instrumentator']:.2f} x instrumentator's added cost "
+                f"({row['share_of_starlette_exporter']:.2f} x starlette-exporter's)"
+            )
     elif section == "network":
         if row.get("ratio") is not None:
             ratio = f"{row['ratio']:.3f}"
         extra = f"p50 {row['p50_ms']:.1f} / p90 {row['p90_ms']:.1f} / p99 {row['p99_ms']:.1f} ms"
         if row.get("errors"):
             extra += f", {row['errors']} errors"
+    elif section == "sse-decoding":
+        extra = f"{row['chunks']} chunks, {row['bytes'] / 1e6:.1f} MB"
+    elif section == "scrape":
+        extra = f"p99 {row['p99_ms']:.2f} ms ({row['p99_min']:.2f}–{row['p99_max']:.2f})"
+        if row.get("ratio") is not None:
+            ratio = f"{row['ratio']:.2f}"
+            extra += f", p99 x{row['p99_ratio']:.2f}, {row['scrapes_per_s']:.1f} scrapes/s"
     elif section == "streams":
         overhead = f"{row['overhead']:+.2f} ms"
         ratio = f"{row['ratio']:.2f}"
