@@ -89,10 +89,15 @@ def _cells(row: dict[str, Any]) -> list[str]:
     if section == "in-process" and row.get("overhead") is not None:
         overhead = f"{row['overhead']:+.1f} µs"
         ratio = f"{row['ratio']:.3f}"
-        if row.get("share_of_instrumentator") is not None:
+        if "share_of_instrumentator" in row:
+
+            def share(key: str) -> str:
+                value = row.get(key)
+                return "n/a" if value is None else f"{value:.2f}"
+
             extra = (
-                f"{row['share_of_instrumentator']:.2f} x instrumentator's added cost "
-                f"({row['share_of_starlette_exporter']:.2f} x starlette-exporter's)"
+                f"{share('share_of_instrumentator')} x instrumentator's added cost "
+                f"({share('share_of_starlette_exporter')} x starlette-exporter's)"
             )
     elif section == "network":
         if row.get("ratio") is not None:
