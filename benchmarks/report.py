@@ -107,6 +107,11 @@ def _cells(row: dict[str, Any]) -> list[str]:
             extra += f", {row['errors']} errors"
     elif section == "sse-decoding":
         extra = f"{row['chunks']} chunks, {row['bytes'] / 1e6:.1f} MB"
+    elif section == "proxy":
+        extra = f"p99 {row['p99_ms']:.2f} ms ({row['p99_min']:.2f}–{row['p99_max']:.2f})"
+        if "added_p50_ms" in row:
+            overhead = f"{row['added_p50_ms']:+.2f} ms"
+            extra += f", adds p50 {row['added_p50_ms']:+.2f} / p99 {row['added_p99_ms']:+.2f} ms"
     elif section == "scrape":
         extra = f"p99 {row['p99_ms']:.2f} ms ({row['p99_min']:.2f}–{row['p99_max']:.2f})"
         if row.get("ratio") is not None:

@@ -4,7 +4,8 @@ Sections: in-process (ours, bare, a no-op wrapper and the two peers, alternated 
 rotated each round: real MCPServer 2026-07-28 JSON, real handshake session SSE, stub JSON, stub
 SSE), sse-decoding (MB/s per framing), scrape (tools/call p50/p99 with and without a scraper,
 20,000 series), network (uvicorn + wrk, with its spread), streams (the middleware on large
-responses: MB/s and extra peak memory), proxy (a hook, empty until ``mcp-metrics proxy`` exists).
+responses: MB/s and extra peak memory), proxy (tools/call p50/p99 through ``mcp-metrics proxy``
+vs direct, alternated; no rows, and the reason in the meta, when the proxy is missing).
 
     python -m benchmarks.run            # full run, a few minutes
     python -m benchmarks.run --quick    # under a minute

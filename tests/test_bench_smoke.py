@@ -46,9 +46,13 @@ def test_every_row_is_produced(smoke: dict) -> None:
     scrape = {k for k in keys if k[0] == "scrape"}
     assert {k[2] for k in scrape} == {"ours, no scraper", "ours, with a scraper looping"}
     expected |= scrape
-    # The proxy hook adds rows only once ``mcp-metrics proxy`` exists.
-    assert not {k for k in keys if k[0] == "proxy"}
-    assert smoke["meta"]["proxy_skipped"]
+    # The proxy row: direct and proxied once ``mcp-metrics proxy`` exists, else a reason.
+    from benchmarks import proxy_row
+
+    if smoke["meta"]["proxy_skipped"] is None:
+        expected |= {("proxy", proxy_row.CASE, v) for v in ("direct", "proxied")}
+    else:
+        assert not {k for k in keys if k[0] == "proxy"}
     assert keys == expected
     assert len(smoke["rows"]) == len(expected)
 
@@ -110,6 +114,13 @@ def test_sse_decoding_and_scrape_rows_are_consistent(smoke: dict) -> None:
         assert row["series_exposed"] >= 2_000
     assert scraped["ratio"] == pytest.approx(scraped["median"] / alone["median"])
     assert scraped["scrapes_per_s"] > 0
+    proxy = {r["variant"]: r for r in smoke["rows"] if r["section"] == "proxy"}
+    if proxy:
+        added = [
+            p["p50_ms"] - d["p50_ms"]
+            for p, d in zip(proxy["proxied"]["samples"], proxy["direct"]["samples"], strict=True)
+        ]
+        assert proxy["proxied"]["added_p50_ms"] == pytest.approx(statistics.median(added))
 
 
 def test_table_and_meta(smoke: dict) -> None:

@@ -321,9 +321,7 @@ class SSEDecoder:
         if -1 in firsts or firsts != list(map(_rfind, pieces, lf)):
             return False  # a piece without its data line, or with more lines than id and data
         cap = self.max_event_size
-        if end - start > cap and any(
-            len(p) - f - 7 >= cap for p, f in zip(pieces, firsts, strict=True)
-        ):
+        if end - start > cap and any(len(p) - f - 7 >= cap for p, f in zip(pieces, firsts, strict=True)):
             return False
         counting = self._payloads is not None
         if not (counting and self._count(inner, _TS_DATA, False, None, len(pieces))):
@@ -341,10 +339,7 @@ class SSEDecoder:
             else:
                 new = _new_event
                 events.extend(
-                    [
-                        new(ServerSentEvent, (b"message", p[f + 7 :], p[:f]))
-                        for p, f in zip(pieces, firsts, strict=True)
-                    ]
+                    [new(ServerSentEvent, (b"message", p[f + 7 :], p[:f])) for p, f in zip(pieces, firsts, strict=True)]
                 )
         self._first_line = False
         last = pieces[-1]
