@@ -191,7 +191,7 @@ def run(
                 "median": statistics.median(samples[v]),
                 "min": min(samples[v]),
                 "max": max(samples[v]),
-                "samples": [round(s, 1) for s in samples[v]],
+                "samples": [round(s, 3) for s in samples[v]],
                 "bytes": size,
                 "chunks": len(chunks),
                 "kind": spec["kind"],
