@@ -51,6 +51,8 @@ def run(*, rounds: int, duration: float, progress: Any = None) -> list[dict[str,
     upstream = subprocess.Popen(
         [sys.executable, "-c", proxy.UPSTREAM.format(root=str(proxy.ROOT), port=up)],
         cwd=proxy.ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # the SDK logs a line per stateless request
     )
     front = subprocess.Popen(
         [
@@ -65,6 +67,8 @@ def run(*, rounds: int, duration: float, progress: Any = None) -> list[dict[str,
             "--no-discover-tools",
         ],
         cwd=proxy.ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     urls = {"direct": f"http://127.0.0.1:{up}/mcp", "proxied": f"http://127.0.0.1:{px}/mcp"}
     samples: dict[str, list[dict[str, float]]] = {"direct": [], "proxied": []}
