@@ -48,12 +48,13 @@ class BodyReader:
     """A response body, chunk by chunk, as the JSON-RPC payloads it completes.
 
     JSON bodies yield one payload when they end; SSE bodies yield the data of every event
-    whose type is ``message`` (priming events with empty data and comments are skipped).
+    whose type is ``message`` (priming events with empty data and comments are skipped),
+    except the SDK-serialised notifications, which are counted by method in ``notes``.
     Past ``cap`` bytes, or with an encoding that cannot be decoded, the reader gives up on the
     body (``skipped``) and reports why through ``errors``: ``too_large`` or ``encoding``.
     """
 
-    __slots__ = ("kind", "cap", "errors", "skipped", "_buffer", "_inflate", "sse", "sink")
+    __slots__ = ("kind", "cap", "errors", "skipped", "_buffer", "_inflate", "sse", "sink", "notes")
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class BodyReader:
     ) -> None:
         self.kind = kind
         self.sink = sink
+        self.notes: dict[bytes, int] = {}  # SSE notifications by method, not yet reported
         self.cap = cap
         self.errors = errors
         self.skipped = False
@@ -178,9 +180,14 @@ class BodyReader:
         sse = self.sse
         assert sse is not None
         oversized = sse.oversized
-        for event in sse.feed(data):
-            if event.data and (not event.event or event.event == b"message"):
-                out.append(event.data)
+        # Notifications serialised the SDKs' way are counted by method without being decoded
+        # (progress and log notifications can be most of a stream); the rest is handed out.
+        payloads, counts = sse.feed_messages(data)
+        out.extend(payloads)
+        if counts:
+            notes = self.notes
+            for method, n in counts.items():
+                notes[method] = notes.get(method, 0) + n
         if sse.oversized != oversized:
             for _ in range(sse.oversized - oversized):
                 self.errors("too_large")

@@ -61,6 +61,7 @@ from mcp_metrics_middleware.protocol.jsonrpc import (
     JSONRPCMessage,
     decode,
 )
+from mcp_metrics_middleware.protocol.sse import notification_method
 from mcp_metrics_middleware.protocol.tables import BoundedTable
 from mcp_metrics_middleware.protocol.trace import parse_traceparent
 
@@ -212,18 +213,6 @@ def _listed_names(result: Any, key: str) -> list[Any]:
         if type(items) is list:
             return [item.get("name") for item in items if type(item) is dict]
     return []
-
-
-def _notification_method(payload: bytes | bytearray) -> bytes | None:
-    """The method of a notification serialised the SDKs' way, read without decoding it.
-
-    Progress and log notifications can be most of a stream, and only their method is needed.
-    """
-    if payload[:41] == _NOTIFICATION_PREFIX:
-        end = payload.find(b'"', 27, 27 + 128)
-        if end != -1 and payload.find(b"\\", 27, end) == -1:
-            return bytes(payload[27:end])
-    return None
 
 
 def _client_info(op: Operation, meta: dict[str, Any]) -> None:
@@ -602,6 +591,8 @@ class HTTPExchange:
                     return
         elif data or not more:
             payloads = reader.feed(data, more)
+            if reader.notes:
+                self._notes(reader.notes)
             if payloads:
                 if self.kind == SSE:
                     self._events(payloads, now)
@@ -626,19 +617,14 @@ class HTTPExchange:
             self._server_messages(messages, now)
 
     def _events(self, payloads: list[bytes | bytearray], now: float) -> None:
-        observer = self.observer
-        notifications: dict[bytes, int] | None = None
         for payload in payloads:
-            method = _notification_method(payload)
-            if method is not None:
-                if notifications is None:
-                    notifications = {}
-                notifications[method] = notifications.get(method, 0) + 1
-                continue
             self._json_payload(payload, now)
-        if notifications:
-            for method, n in notifications.items():
-                observer.message(SENT, NOTIFICATION, method.decode("utf-8", "replace"), n)
+
+    def _notes(self, notes: dict[bytes, int]) -> None:
+        """Notifications the SSE decoder counted without decoding them."""
+        for method, n in notes.items():
+            self.observer.message(SENT, NOTIFICATION, method.decode("utf-8", "replace"), n)
+        notes.clear()
 
     def _server_messages(self, messages: list[JSONRPCMessage], now: float) -> None:
         observer = self.observer
@@ -897,7 +883,7 @@ class PipeConnection:
     def server_line(self, now: float, line: bytes) -> None:
         """One complete line from the server's stdout (without its newline)."""
         if line[:41] == _NOTIFICATION_PREFIX:
-            method = _notification_method(line)
+            method = notification_method(line)
             if method is not None:
                 self.observer.message(SENT, NOTIFICATION, method.decode("utf-8", "replace"))
                 return
