@@ -61,7 +61,13 @@ class Model:
         self.clients: set[str] = set()
         self.series: set[tuple[str, str, str]] = set()
         self.counts: dict[tuple[str, str, str], int] = {}
-        self.overflow = {"mcp_client_name": 0, "client_series": 0, "mcp_method_name": 0, "gen_ai_tool_name": 0}
+        self.overflow = {
+            "mcp_client_name": 0,
+            "client_series": 0,
+            "mcp_method_name": 0,
+            "gen_ai_tool_name": 0,
+            "gen_ai_prompt_name": 0,
+        }
 
     def client(self, name: str | None) -> str:
         if name is None:
@@ -130,6 +136,8 @@ def flood(n: int, model: Model) -> Iterator[tuple[bytes, bytes]]:
             error_type = ""
             if method == "tools/call":
                 model.overflow["gen_ai_tool_name"] += 1  # a refused request's name is never a label
+        if method == "prompts/get":
+            model.overflow["gen_ai_prompt_name"] += 1  # no name: folded into _OTHER
         model.record(client, method, error_type)
         yield orjson.dumps(body), orjson.dumps(answer)
 

@@ -52,9 +52,7 @@ JSON = [(b"content-type", b"application/json")]
 NAME_ALPHABET = string.ascii_letters + string.digits + "_-./ é漢\x00\n\t"
 
 
-def series_bound(
-    max_names: int = DEFAULT_MAX_NAMES, max_error_codes: int = DEFAULT_MAX_ERROR_CODES
-) -> dict[str, int]:
+def series_bound(max_names: int = DEFAULT_MAX_NAMES, max_error_codes: int = DEFAULT_MAX_ERROR_CODES) -> dict[str, int]:
     """The most series a scrape can ever expose, from the caps alone (not the traffic)."""
     methods = len(KNOWN_METHODS) + 1  # + _OTHER
     tools = max_names + 2  # admitted + _OTHER + "" (no name)
@@ -211,6 +209,11 @@ class Flood:
                         model.overflow["mcp_method_name"] += 1
                 else:
                     method = rng.choice(known_methods)
+                # A call without a name is folded into _OTHER like an unknown one.
+                if method == "tools/call":
+                    model.overflow["gen_ai_tool_name"] += 1
+                elif method == "prompts/get":
+                    model.overflow["gen_ai_prompt_name"] += 1
                 body = {"jsonrpc": "2.0", "id": i, "method": method}
                 answer, _ = self.answer(i)
             yield (
@@ -326,9 +329,7 @@ def test_cardinality_flood() -> None:
     assert len(values["gen_ai_prompt_name"]) <= DEFAULT_MAX_NAMES + 2
     assert len(values["mcp_method_name"]) <= len(KNOWN_METHODS) + 2
     assert len(values["mcp_protocol_version"]) <= len(KNOWN_PROTOCOL_VERSIONS) + 2
-    assert len(values["rpc_response_status_code"]) <= (
-        len(STANDARD_ERROR_CODES) + DEFAULT_MAX_ERROR_CODES + 2
-    )
+    assert len(values["rpc_response_status_code"]) <= (len(STANDARD_ERROR_CODES) + DEFAULT_MAX_ERROR_CODES + 2)
     # Memory: growth flattens once the caps are reached (session table full, names admitted).
     half = next(r for r in rows if r[0] == REQUESTS // 2)
     last = rows[-1]
