@@ -44,16 +44,26 @@ GRAFANA_BUILTINS = {
 }
 EXPECTED_ALERTS = {
     "McpTargetDown",
+    "McpTargetsAbsent",
     "McpMetricsAbsent",
     "McpMetricsMissingOnTarget",
+    "McpTrafficStopped",
+    "McpRequestsRejected",
+    "McpSessionStartFailing",
+    "McpPathNotMatched",
     "McpToolErrorRatioHigh",
     "McpToolLatencyP95High",
     "McpUnknownToolCallsSpike",
+    "McpMethodErrorRatioHigh",
+    "McpOperationsInFlightHigh",
+    "McpSessionsNearLimit",
     "McpMetricsLabelOverflow",
     "McpMetricsParseErrors",
     "McpToolSloFastBurn",
     "McpToolSloSlowBurn",
 }
+# The outages the transport alert must catch, each a promtool case (issue 14).
+REJECTION_CASES = {"421", "406", "415", "404", "500", "503"}
 
 
 def tool(name: str) -> str:
@@ -191,7 +201,8 @@ def test_rules_aggregate_replicas_and_never_average_quantiles() -> None:
     for rule in all_rules():
         expr = rule["expr"]
         name = rule.get("alert") or rule["record"]
-        assert "avg" not in expr, name
+        # avg_over_time of a recorded rate is fine; averaging across series (quantiles!) is not
+        assert not re.search(r"\bavg\s*(\(|by|without)", expr), name
         for m in re.finditer(r"histogram_quantile\(\s*[\d.]+,\s*sum by \(([^)]*)\)", expr):
             assert "le" in [s.strip() for s in m.group(1).split(",")], name
             assert "instance" not in m.group(1), name
@@ -205,14 +216,55 @@ def test_rules_aggregate_replicas_and_never_average_quantiles() -> None:
 
 def test_error_ratio_counts_only_server_side_errors_with_a_traffic_floor() -> None:
     recording = {r["record"]: r["expr"] for r in all_rules() if "record" in r}
-    assert 'error_type!=""' in recording["job_tool:mcp_tool_call_errors:rate5m"]
+    # Per-tool and per-method failures leave transport rejections (4xx) to McpRequestsRejected.
+    for name in ("job_tool:mcp_tool_call_errors:rate5m", "job_method:mcp_request_errors:rate5m"):
+        assert 'error_type!=""' in recording[name]
+        assert 'error_type!~"4[0-9][0-9]"' in recording[name]
     rule = alerts()["McpToolErrorRatioHigh"]
     assert "job_tool:mcp_tool_calls:rate5m > 0.05" in rule["expr"]
     for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
         expr = recording[f"job:mcp_tool_call_errors:ratio_rate{window}"]
-        assert expr.count(f"[{window}]") == 2
-        assert expr.count('gen_ai_tool_name!="_OTHER"') == 2
-        assert expr.count('error_type!=""') == 1
+        assert expr == (
+            f"job:mcp_tool_call_errors:rate{window} / job:mcp_tool_calls:rate{window}"
+        ), window
+    for window in ("5m", "30m", "1h"):
+        calls = recording[f"job:mcp_tool_calls:rate{window}"]
+        errors = recording[f"job:mcp_tool_call_errors:rate{window}"]
+        assert calls.count(f"[{window}]") == errors.count(f"[{window}]") == 1
+        assert 'gen_ai_tool_name!="_OTHER"' in calls and 'gen_ai_tool_name!="_OTHER"' in errors
+        assert 'error_type!=""' in errors and "error_type" not in calls
+
+
+def test_long_windows_are_derived_from_recorded_5m_rates() -> None:
+    """No rule reads days of raw samples: the 2h..3d windows average the recorded 5m rates."""
+    recording = {r["record"]: r["expr"].strip() for r in all_rules() if "record" in r}
+    for window in ("2h", "6h", "1d", "3d"):
+        for kind in ("calls", "call_errors"):
+            assert recording[f"job:mcp_tool_{kind}:rate{window}"] == (
+                f"avg_over_time(job:mcp_tool_{kind}:rate5m[{window}])"
+            )
+    for rule in all_rules():
+        for m in re.finditer(r"\b(rate|increase)\((\w+)\{[^}]*\}\[(\w+)\]", rule["expr"]):
+            assert m.group(3) in {"5m", "10m", "15m", "30m", "1h"}, (rule, m.group(0))
+
+
+def test_burn_alerts_have_a_minimum_failure_guard() -> None:
+    for name, windows in (("McpToolSloFastBurn", ("1h", "6h")), ("McpToolSloSlowBurn", ("1d", "3d"))):
+        expr = alerts()[name]["expr"]
+        for window in windows:
+            assert f"job:mcp_tool_call_errors:increase{window} >= 5" in expr, (name, window)
+
+
+def test_every_rejection_outage_is_a_promtool_case() -> None:
+    suite = load_yaml(PROM / "tests" / "mcp-alerts.test.yml")
+    fired = {
+        alert["exp_labels"]["code"]
+        for case in suite["tests"]
+        for check in case.get("alert_rule_test", [])
+        if check["alertname"] == "McpRequestsRejected"
+        for alert in check["exp_alerts"]
+    }
+    assert fired == REJECTION_CASES
 
 
 def test_alertmanager_config() -> None:
@@ -502,6 +554,33 @@ def test_operator_resources_select_the_deployment() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {"DEMO_HOST": "0.0.0.0", "DEMO_PORT": str(port["containerPort"])}
     assert service["spec"]["sessionAffinity"] == "ClientIP"
+
+
+def test_prometheusrule_is_generated_from_the_rule_files() -> None:
+    script = K8S / "generate_prometheusrule.py"
+    result = run(sys.executable, script, "--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (K8S / "prometheusrule.yaml").read_text().startswith("# GENERATED by ")
+
+
+def test_probes_and_healthchecks_never_scrape_metrics() -> None:
+    """A scrape is not a health check, and a metrics token would make it fail."""
+    (deployment,) = k8s_docs("deployment.yaml")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "http"}, probe
+        assert "httpGet" not in container[probe], probe
+    healthcheck = load_yaml(DEPLOY / "docker-compose.yml")["services"]["cat"]["healthcheck"]
+    assert "/metrics" not in " ".join(healthcheck["test"])
+    assert "create_connection(('127.0.0.1', 8000)" in " ".join(healthcheck["test"])
+
+
+def test_compose_pins_current_major_versions() -> None:
+    services = load_yaml(DEPLOY / "docker-compose.yml")["services"]
+    images = {name: s["image"] for name, s in services.items()}
+    assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", images["prometheus"])
+    assert re.fullmatch(r"prom/alertmanager:v0\.(2[89]|[3-9]\d)\.\d+", images["alertmanager"])
+    assert re.fullmatch(r"grafana/grafana-oss:12\.\d+\.\d+", images["grafana"])
 
 
 def test_prometheusrule_carries_exactly_the_rule_files(tmp_path: Path) -> None:
