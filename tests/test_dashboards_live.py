@@ -43,6 +43,15 @@ RATE_INTERVAL = "15s"  # covers the traffic's last seconds at 1 s scrapes
 FALLBACK = re.compile(r"\s+or\s+vector\(0\)")
 # Panels whose query without its `or vector(0)` fallback may rightly be empty on the demo.
 NO_DATA_EXPECTED = {("mcp-http", "5xx % [A]"): "the demo server never answers with a 5xx"}
+# The per-client row reads mcp_server_client_operation_duration_seconds, which issue 13 adds to
+# the core. Until the demo exposes it these queries must parse but may return nothing; once it
+# does, they must return data like every other panel.
+CLIENT_METRIC = "mcp_server_client_operation_duration_seconds_count"
+NEEDS_ISSUE_13 = {
+    ("mcp-server", "Calls / s by client [A]"),
+    ("mcp-server", "Error ratio by client [A]"),
+    ("mcp-server", "p95 latency by client [A]"),
+}
 
 
 def prometheus_binary() -> str:
@@ -295,6 +304,8 @@ def evaluate_all(stack: Stack, values: dict[str, str]) -> list[str]:
     fallback) must parse and return at least one series. Returns the failures."""
     failures = []
     range_s = range_seconds(stack)
+    _, data = stack.query(f"count({CLIENT_METRIC})")
+    has_client_metric = bool(data["data"]["result"])
     for dashboard, panel, expr in panel_queries():
         forms = [expr]
         if FALLBACK.search(expr) and (dashboard, panel) not in NO_DATA_EXPECTED:
@@ -304,7 +315,9 @@ def evaluate_all(stack: Stack, values: dict[str, str]) -> list[str]:
             status, data = stack.query(promql)
             if status != 200 or data.get("status") != "success":
                 failures.append(f"{dashboard} / {panel}: {data.get('error')}: {promql}")
-            elif not data["data"]["result"]:
+            elif not data["data"]["result"] and (
+                has_client_metric or (dashboard, panel) not in NEEDS_ISSUE_13
+            ):
                 failures.append(f"{dashboard} / {panel}: no series: {promql}")
     return failures
 
@@ -346,6 +359,9 @@ def test_template_variable_queries_list_the_demo(stack: Stack) -> None:
     seen: dict[str, set[str]] = {}
     for path in DASHBOARDS:
         for var in json.loads(path.read_text())["templating"]["list"]:
+            if var["type"] == "datasource":
+                assert var["query"] == "prometheus"
+                continue
             m = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"]["query"])
             assert m, var["query"]["query"]
             selector = substitute(m.group(1), everything, range_seconds(stack))
@@ -402,12 +418,14 @@ def test_demo_traffic_trips_the_alerts_it_should(stack: Stack) -> None:
     }
     assert active.get(("McpToolErrorRatioHigh", "scratch_sofa")) in ("pending", "firing"), active
     assert active.get(("McpToolSloFastBurn", "")) in ("pending", "firing"), active
-    # The two undecodable bodies the fixture sent (one per replica) after the first scrape.
-    parse = [
-        a for a in data["data"]["alerts"] if a["labels"]["alertname"] == "McpMetricsParseErrors"
-    ]
-    assert [(a["labels"]["reason"], a["state"]) for a in parse] == [("invalid_json", "pending")]
-    assert float(parse[0]["value"]) >= 2
+    # One undecodable body and one 406 per replica: recorded (below), but a stray bad request
+    # is not an incident, so neither the parse-error nor the rejection alert is even pending.
+    for name in ("McpMetricsParseErrors", "McpRequestsRejected", "McpPathNotMatched"):
+        assert not any(alert == name for alert, _ in active), (name, active)
+    status, data = stack.query(
+        'sum(increase(mcp_metrics_parse_errors_total{job="mcp", reason="invalid_json"}[1h]))'
+    )
+    assert float(data["data"]["result"][0]["value"][1]) >= 2
     # Both replicas are up and instrumented.
     assert not any(
         name in ("McpTargetDown", "McpMetricsMissingOnTarget", "McpMetricsAbsent")

@@ -384,13 +384,14 @@ def test_dashboard_structure() -> None:
     assert boards["mcp-http"]["title"] == "MCP HTTP transport"
     variables = {n: [v["name"] for v in b["templating"]["list"]] for n, b in boards.items()}
     assert variables == {
-        "mcp-server": ["job", "instance", "method", "tool"],
-        "mcp-http": ["job", "instance"],
+        "mcp-server": ["datasource", "job", "instance", "method", "tool"],
+        "mcp-http": ["datasource", "job", "instance"],
     }
     rows = {n: [p["title"] for p in b["panels"] if p["type"] == "row"] for n, b in boards.items()}
     assert rows["mcp-server"] == [
         "Overview",
         "Tools",
+        "Clients",
         "Errors",
         "Methods and protocol versions",
         "Payload sizes",
@@ -425,17 +426,41 @@ def test_dashboard_structure() -> None:
     assert any(p["type"] == "heatmap" for p in walk_panels(boards["mcp-server"]))
 
 
-def test_every_panel_queries_the_provisioned_datasource() -> None:
+def test_every_panel_queries_the_datasource_variable() -> None:
+    """No hard-coded uid: a `datasource` variable, defaulting to the provisioned Prometheus."""
     for name, board in dashboards().items():
+        (ds_var,) = [v for v in board["templating"]["list"] if v["type"] == "datasource"]
+        assert ds_var["name"] == "datasource" and ds_var["query"] == "prometheus"
+        assert ds_var["current"]["value"] == DATASOURCE_UID
+        assert DATASOURCE_UID not in json.dumps(board).replace(json.dumps(ds_var), "")
         for panel in walk_panels(board):
             if panel["type"] == "row":
                 continue
-            assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             assert panel["targets"], (name, panel["title"])
             for t in panel["targets"]:
-                assert t["datasource"]["uid"] == DATASOURCE_UID, (name, panel["title"])
+                assert t["datasource"]["uid"] == "${datasource}", (name, panel["title"])
         for var in board["templating"]["list"]:
-            assert var["datasource"]["uid"] == DATASOURCE_UID
+            if var["type"] == "query":
+                assert var["datasource"]["uid"] == "${datasource}"
+
+
+def test_overview_counts_requests_not_notifications() -> None:
+    panels = {p["title"]: p for p in walk_panels(dashboards()["mcp-server"])}
+    for title in ("Calls / s", "Error %", "p95 latency"):
+        expr = panels[title]["targets"][0]["expr"]
+        selectors = re.findall(r"\{([^}]*)\}", expr)
+        assert selectors and all('mcp_method_name!~"notifications/.*"' in s for s in selectors)
+
+
+def test_latency_panels_show_exemplars_and_the_client_row_reads_issue_13s_metric() -> None:
+    panels = {p["title"]: p for p in walk_panels(dashboards()["mcp-server"])}
+    for title in ("Latency (all operations)", "Tool latency p95", "p95 latency by method"):
+        assert all(t.get("exemplar") is True for t in panels[title]["targets"]), title
+    for title in ("Calls / s by client", "Error ratio by client", "p95 latency by client"):
+        expr = panels[title]["targets"][0]["expr"]
+        assert "mcp_server_client_operation_duration_seconds" in expr, title
+        assert "mcp_client_name" in expr, title
 
 
 def used_variables(text: str) -> set[str]:
@@ -452,7 +477,10 @@ def test_every_variable_used_is_defined() -> None:
             t.get("legendFormat", "") for p in walk_panels(board) for t in p.get("targets", [])
         ]
         texts += [p["title"] for p in walk_panels(board)]
+        texts += [p["datasource"]["uid"] for p in walk_panels(board) if "datasource" in p]
         for i, var in enumerate(board["templating"]["list"]):
+            if var["type"] != "query":
+                continue
             texts.append(var["query"]["query"])
             # a variable may only refer to the ones defined before it
             assert used_variables(var["query"]["query"]) <= (
