@@ -249,7 +249,10 @@ def test_long_windows_are_derived_from_recorded_5m_rates() -> None:
 
 
 def test_burn_alerts_have_a_minimum_failure_guard() -> None:
-    for name, windows in (("McpToolSloFastBurn", ("1h", "6h")), ("McpToolSloSlowBurn", ("1d", "3d"))):
+    for name, windows in (
+        ("McpToolSloFastBurn", ("1h", "6h")),
+        ("McpToolSloSlowBurn", ("1d", "3d")),
+    ):
         expr = alerts()[name]["expr"]
         for window in windows:
             assert f"job:mcp_tool_call_errors:increase{window} >= 5" in expr, (name, window)
