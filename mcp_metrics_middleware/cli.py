@@ -147,9 +147,7 @@ def parse_snapshot(text: str, taken_at: float = 0.0) -> Snapshot:
                 elif sample.name == DURATION + "_count":
                     error_type = labels.get("error_type", "")
                     totals = ops.setdefault(key, OpTotals())
-                    totals.by_error[error_type] = (
-                        totals.by_error.get(error_type, 0.0) + sample.value
-                    )
+                    totals.by_error[error_type] = totals.by_error.get(error_type, 0.0) + sample.value
         elif family.name == IN_FLIGHT:
             found = True
             for sample in family.samples:
@@ -223,9 +221,7 @@ def compute_rows(current: Snapshot, previous: Snapshot | None) -> list[Row]:
                 rate=rate,
                 err_pct=sum(p for _, p in errors) if calls > 0 else None,
                 errors=errors,
-                quantiles=tuple(
-                    bucket_quantile(q, list(window.buckets.items())) for q in QUANTILES
-                ),
+                quantiles=tuple(bucket_quantile(q, list(window.buckets.items())) for q in QUANTILES),
                 in_flight=current.in_flight.get(key, 0.0),
                 below=_below_first_bucket(window.buckets),
             )
@@ -328,9 +324,7 @@ def render(
     width = COMPACT_WIDTH if compact else WIDTH
     rows = compute_rows(current, previous)
     window = (
-        f"last {current.taken_at - previous.taken_at:.1f}s"
-        if previous is not None
-        else "since start (first scrape)"
+        f"last {current.taken_at - previous.taken_at:.1f}s" if previous is not None else "since start (first scrape)"
     )
     sessions = "-" if current.sessions_active is None else _number(current.sessions_active)
     in_flight = _number(sum(current.in_flight.values()))
@@ -340,10 +334,7 @@ def render(
         f"window: {window}  sessions active: {sessions}  in flight: {in_flight}", width
     )
     if not current.has_mcp_metrics:
-        return (
-            header + f"\nno MCP metrics at this endpoint (no {DURATION});"
-            "\nis MCPMetricsMiddleware installed?"
-        )
+        return header + f"\nno MCP metrics at this endpoint (no {DURATION});\nis MCPMetricsMiddleware installed?"
     if not any(row.total > 0 or row.in_flight > 0 for row in rows):
         return header + "\nno MCP traffic recorded yet"
     lines = [
@@ -479,9 +470,7 @@ def top(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mcp-metrics", description="Tools for the metrics of MCP servers."
-    )
+    parser = argparse.ArgumentParser(prog="mcp-metrics", description="Tools for the metrics of MCP servers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     top_parser = commands.add_parser(
         "top",
@@ -501,9 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds between scrapes (default {DEFAULT_INTERVAL:g})",
     )
-    top_parser.add_argument(
-        "--once", action="store_true", help="scrape once, print, exit (1 if unreachable)"
-    )
+    top_parser.add_argument("--once", action="store_true", help="scrape once, print, exit (1 if unreachable)")
     top_parser.add_argument(
         "--token",
         default=os.environ.get("MCP_METRICS_TOKEN"),
