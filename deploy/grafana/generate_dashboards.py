@@ -16,6 +16,14 @@ one set of rules everywhere:
 
 tests/test_deploy.py checks that the files match this script, and tests/test_dashboards_live.py
 evaluates every query against a real Prometheus scraping the demo.
+
+Why not grafana-foundation-sdk (measured 2026-11-30, issue 14): its PyPI builds carry epoch
+versions, so a plain ``pip install grafana-foundation-sdk`` resolves to the Grafana 10.1 schema
+build; the newest build targets 11.6 and none targets 12.x; it is marked Alpha. It can express
+every panel, target option (exemplar, heatmap/table format) and the datasource variable used here,
+but its automatic layout placed a 12-wide panel at x=16 (past the 24-column grid) in a three-panel
+row, so positions would still have to come from this file's Layout. Revisit when a 12.x build
+exists.
 """
 
 from __future__ import annotations
