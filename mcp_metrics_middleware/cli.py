@@ -406,11 +406,17 @@ def fetch(url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEOU
     return body.decode(charset, errors="replace")
 
 
-def scrape(url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Snapshot:
+def scrape(
+    url: str,
+    *,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    parse: Callable[[str, float], Snapshot] = parse_snapshot,
+) -> Snapshot:
     text = fetch(url, token=token, timeout=timeout)
     taken_at = time.monotonic()
     try:
-        return parse_snapshot(text, taken_at)
+        return parse(text, taken_at)
     except Exception as exc:  # the parser raises ValueError mostly, but not only
         detail = " ".join(str(exc).split())[:80]
         raise ScrapeError(f"{url} did not answer in Prometheus text format ({detail})") from None
@@ -428,12 +434,17 @@ def top(
     footer: str = "",
     sleep: Callable[[float], None] = time.sleep,
     compact: bool = False,
+    by: str = "tool",
 ) -> int:
     """Scrape and redraw until interrupted (or ``duration`` seconds, or one frame with ``once``).
 
     Returns the exit status: 0, or 1 when ``once`` could not scrape.
     """
     stream = out if out is not None else sys.stdout
+    # top_clients imports this module's pure parts, hence the import here.
+    from mcp_metrics_middleware.top_clients import parse_client_snapshot, render_by_client
+
+    parse = parse_client_snapshot if by == "client" else parse_snapshot
     clear = stream.isatty() if clear is None else clear
     url = normalise_url(url)
     deadline = None if duration is None else time.monotonic() + duration
@@ -442,7 +453,7 @@ def top(
     while True:
         stamp = time.strftime("%H:%M:%S")
         try:
-            current = scrape(url, token=token, timeout=min(DEFAULT_TIMEOUT, max(interval, 1.0)))
+            current = scrape(url, token=token, timeout=min(DEFAULT_TIMEOUT, max(interval, 1.0)), parse=parse)
         except ScrapeError as exc:
             if once:
                 print(f"mcp-metrics: {exc}", file=sys.stderr if out is None else stream)
@@ -454,7 +465,10 @@ def top(
             frame = f"{stamp}  {frame}"
         else:
             failures = 0
-            frame = render(url, current, previous, now=stamp, compact=compact)
+            if by == "client":
+                frame = render_by_client(url, current, previous, now=stamp)
+            else:
+                frame = render(url, current, previous, now=stamp, compact=compact)
             previous = current
         if footer:
             frame += "\n\n" + footer
@@ -501,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fit 80 columns: drop the TOTAL, P50 and P99 columns (default view: 100 columns)",
     )
+    top_parser.add_argument(
+        "--by",
+        choices=("tool", "client"),
+        default="tool",
+        help="one row per (method, tool or prompt), or per (client, method) from the per-client histogram",
+    )
     from mcp_metrics_middleware import proxy, wrap  # each add_parser sets args.run
 
     proxy.add_parser(commands)
@@ -522,6 +542,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             once=args.once,
             token=args.token,
             compact=args.compact,
+            by=args.by,
         )
     except KeyboardInterrupt:
         return 0

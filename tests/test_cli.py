@@ -110,10 +110,7 @@ def exposition(
         "# TYPE mcp_server_operations_in_flight gauge",
     ]
     for method, tool, value in in_flight:
-        lines.append(
-            f'mcp_server_operations_in_flight{{mcp_method_name="{method}",'
-            f'gen_ai_tool_name="{tool}"}} {value}'
-        )
+        lines.append(f'mcp_server_operations_in_flight{{mcp_method_name="{method}",gen_ai_tool_name="{tool}"}} {value}')
     lines += [
         "# HELP mcp_server_sessions_active Sessions.",
         "# TYPE mcp_server_sessions_active gauge",
@@ -255,9 +252,7 @@ def test_render_first_frame_and_empty_states() -> None:
     assert "window: since start (first scrape)" in first
     assert "tools/call" in first
     empty = exposition([])
-    assert render("u", parse_snapshot(empty), None).splitlines()[-1] == (
-        "no MCP traffic recorded yet"
-    )
+    assert render("u", parse_snapshot(empty), None).splitlines()[-1] == ("no MCP traffic recorded yet")
     unrelated = "# TYPE http_requests_total counter\nhttp_requests_total 3.0\n"
     assert render("u", parse_snapshot(unrelated), None).splitlines()[-2:] == [
         "no MCP metrics at this endpoint (no mcp_server_operation_duration_seconds);",
@@ -329,9 +324,7 @@ def test_sub_millisecond_calls_read_below_1ms() -> None:
     line = render("u", parse_snapshot(fast), None).splitlines()[4]
     assert line.split()[2:8] == ["-", "40", "0.0", "<1ms", "<1ms", "<1ms"]
     # p50 in the first bucket, p95 and p99 above it: only p50 is "<"
-    mixed = fast.replace('le="0.0005"} 40', 'le="0.0005"} 30').replace(
-        'le="0.001"} 40', 'le="0.001"} 30'
-    )
+    mixed = fast.replace('le="0.0005"} 40', 'le="0.0005"} 30').replace('le="0.001"} 40', 'le="0.001"} 30')
     row = compute_rows(parse_snapshot(mixed), None)[0]
     assert row.below == (0.0005, None, None)
     assert render("u", parse_snapshot(mixed), None).splitlines()[4].split()[5:8] == [
@@ -388,9 +381,7 @@ def test_stopped_endpoint_once_prints_one_line(capsys: pytest.CaptureFixture[str
     captured = capsys.readouterr()
     assert status == 1
     assert captured.out == ""
-    assert captured.err == (
-        f"mcp-metrics: cannot reach http://127.0.0.1:{port}/metrics: connection refused\n"
-    )
+    assert captured.err == (f"mcp-metrics: cannot reach http://127.0.0.1:{port}/metrics: connection refused\n")
 
 
 def test_stopped_endpoint_console_script_has_no_traceback() -> None:
@@ -489,3 +480,23 @@ def test_endpoint_problems_are_one_line(static_server: str, path: str, reason: s
 
 def test_token_is_sent(static_server: str) -> None:
     assert cli.scrape(static_server + "/secret", token="s3cret").sessions_active == 3.0
+
+
+def test_by_client_reads_the_per_client_histogram(static_server: str) -> None:
+    """`--by client` switches parser and view to mcp_server_client_operation_duration_seconds."""
+    out = io.StringIO()
+    assert cli.top(static_server, once=True, out=out, by="client") == 0
+    assert "no per-client metrics at this endpoint" in out.getvalue()
+    assert cli.build_parser().parse_args(["top", "u", "--by", "client"]).by == "client"
+    assert cli.build_parser().parse_args(["top", "u"]).by == "tool"
+    text = (
+        "# TYPE mcp_server_client_operation_duration_seconds histogram\n"
+        'mcp_server_client_operation_duration_seconds_bucket{mcp_client_name="claude",'
+        'mcp_method_name="tools/call",error_type="",le="+Inf"} 3.0\n'
+        'mcp_server_client_operation_duration_seconds_count{mcp_client_name="claude",'
+        'mcp_method_name="tools/call",error_type=""} 3.0\n'
+    )
+    from mcp_metrics_middleware.top_clients import parse_client_snapshot
+
+    snap = parse_client_snapshot(text)
+    assert snap.ops[("claude", "tools/call")].count == 3.0
