@@ -43,15 +43,6 @@ RATE_INTERVAL = "15s"  # covers the traffic's last seconds at 1 s scrapes
 FALLBACK = re.compile(r"\s+or\s+vector\(0\)")
 # Panels whose query without its `or vector(0)` fallback may rightly be empty on the demo.
 NO_DATA_EXPECTED = {("mcp-http", "5xx % [A]"): "the demo server never answers with a 5xx"}
-# The per-client row reads mcp_server_client_operation_duration_seconds, which issue 13 adds to
-# the core. Until the demo exposes it these queries must parse but may return nothing; once it
-# does, they must return data like every other panel.
-CLIENT_METRIC = "mcp_server_client_operation_duration_seconds_count"
-NEEDS_ISSUE_13 = {
-    ("mcp-server", "Calls / s by client [A]"),
-    ("mcp-server", "Error ratio by client [A]"),
-    ("mcp-server", "p95 latency by client [A]"),
-}
 
 
 def prometheus_binary() -> str:
@@ -148,9 +139,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     def spawn(args: list[str], name: str, env: dict[str, str] | None = None) -> Any:
         log = open(tmp / f"{name}.log", "wb")  # closed in the finally below
         logs.append(log)
-        proc = subprocess.Popen(
-            args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=log
-        )
+        proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
         procs.append(proc)
         return proc
 
@@ -163,9 +152,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             )
         config_path = tmp / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(live_config(targets, prom_port)))
-        check = subprocess.run(
-            ["promtool", "check", "config", str(config_path)], capture_output=True, text=True
-        )
+        check = subprocess.run(["promtool", "check", "config", str(config_path)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         started = time.time()
         spawn(
@@ -222,9 +209,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for target in targets:
             url = f"http://{target}/mcp"
             json_headers = {"content-type": "application/json"}
-            status = post(
-                url, b"{not json", {**json_headers, "accept": "application/json, text/event-stream"}
-            )
+            status = post(url, b"{not json", {**json_headers, "accept": "application/json, text/event-stream"})
             assert status == 400
             status = post(
                 url,
@@ -304,8 +289,6 @@ def evaluate_all(stack: Stack, values: dict[str, str]) -> list[str]:
     fallback) must parse and return at least one series. Returns the failures."""
     failures = []
     range_s = range_seconds(stack)
-    _, data = stack.query(f"count({CLIENT_METRIC})")
-    has_client_metric = bool(data["data"]["result"])
     for dashboard, panel, expr in panel_queries():
         forms = [expr]
         if FALLBACK.search(expr) and (dashboard, panel) not in NO_DATA_EXPECTED:
@@ -315,9 +298,7 @@ def evaluate_all(stack: Stack, values: dict[str, str]) -> list[str]:
             status, data = stack.query(promql)
             if status != 200 or data.get("status") != "success":
                 failures.append(f"{dashboard} / {panel}: {data.get('error')}: {promql}")
-            elif not data["data"]["result"] and (
-                has_client_metric or (dashboard, panel) not in NEEDS_ISSUE_13
-            ):
+            elif not data["data"]["result"]:
                 failures.append(f"{dashboard} / {panel}: no series: {promql}")
     return failures
 
@@ -392,14 +373,8 @@ def test_rule_groups_load_and_evaluate_healthy(stack: Stack) -> None:
     while True:
         status, data = stack.api("rules")
         assert status == 200
-        loaded = {
-            (group["name"], rule["name"]): rule
-            for group in data["data"]["groups"]
-            for rule in group["rules"]
-        }
-        unhealthy = {
-            k: (r["health"], r.get("lastError")) for k, r in loaded.items() if r["health"] != "ok"
-        }
+        loaded = {(group["name"], rule["name"]): rule for group in data["data"]["groups"] for rule in group["rules"]}
+        unhealthy = {k: (r["health"], r.get("lastError")) for k, r in loaded.items() if r["health"] != "ok"}
         if not unhealthy or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -413,8 +388,7 @@ def test_demo_traffic_trips_the_alerts_it_should(stack: Stack) -> None:
     status, data = stack.api("alerts")
     assert status == 200
     active = {
-        (a["labels"]["alertname"], a["labels"].get("gen_ai_tool_name", "")): a["state"]
-        for a in data["data"]["alerts"]
+        (a["labels"]["alertname"], a["labels"].get("gen_ai_tool_name", "")): a["state"] for a in data["data"]["alerts"]
     }
     assert active.get(("McpToolErrorRatioHigh", "scratch_sofa")) in ("pending", "firing"), active
     assert active.get(("McpToolSloFastBurn", "")) in ("pending", "firing"), active
@@ -422,21 +396,16 @@ def test_demo_traffic_trips_the_alerts_it_should(stack: Stack) -> None:
     # is not an incident, so neither the parse-error nor the rejection alert is even pending.
     for name in ("McpMetricsParseErrors", "McpRequestsRejected", "McpPathNotMatched"):
         assert not any(alert == name for alert, _ in active), (name, active)
-    status, data = stack.query(
-        'sum(increase(mcp_metrics_parse_errors_total{job="mcp", reason="invalid_json"}[1h]))'
-    )
+    status, data = stack.query('sum(increase(mcp_metrics_parse_errors_total{job="mcp", reason="invalid_json"}[1h]))')
     assert float(data["data"]["result"][0]["value"][1]) >= 2
     # Both replicas are up and instrumented.
-    assert not any(
-        name in ("McpTargetDown", "McpMetricsMissingOnTarget", "McpMetricsAbsent")
-        for name, _ in active
-    ), active
+    assert not any(name in ("McpTargetDown", "McpMetricsMissingOnTarget", "McpMetricsAbsent") for name, _ in active), (
+        active
+    )
     # The recording rules merge the replicas: one series per tool, no instance label.
     status, data = stack.query("job_tool:mcp_tool_calls:rate5m")
     tools = sorted(r["metric"]["gen_ai_tool_name"] for r in data["data"]["result"])
-    assert tools == sorted(
-        ["_OTHER", "cough_hairball", "hiss", "nap", "scratch_sofa", "sharpen_claw"]
-    )
+    assert tools == sorted(["_OTHER", "cough_hairball", "hiss", "nap", "scratch_sofa", "sharpen_claw"])
     assert all("instance" not in r["metric"] for r in data["data"]["result"])
 
 
