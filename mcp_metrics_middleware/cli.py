@@ -147,9 +147,7 @@ def parse_snapshot(text: str, taken_at: float = 0.0) -> Snapshot:
                 elif sample.name == DURATION + "_count":
                     error_type = labels.get("error_type", "")
                     totals = ops.setdefault(key, OpTotals())
-                    totals.by_error[error_type] = (
-                        totals.by_error.get(error_type, 0.0) + sample.value
-                    )
+                    totals.by_error[error_type] = totals.by_error.get(error_type, 0.0) + sample.value
         elif family.name == IN_FLIGHT:
             found = True
             for sample in family.samples:
@@ -185,6 +183,9 @@ class Row:
     errors: list[tuple[str, float]]  # (error_type, percent), largest first
     quantiles: tuple[float, ...]  # seconds, NaN when unknown
     in_flight: float
+    # Per quantile: the first bucket's upper bound when the quantile falls in that bucket (its
+    # value is then interpolated from 0 and means only "below the bound"), else None.
+    below: tuple[float | None, ...] = ()
 
 
 def _sort_key(key: Key) -> tuple[bool, str, str]:
@@ -220,13 +221,30 @@ def compute_rows(current: Snapshot, previous: Snapshot | None) -> list[Row]:
                 rate=rate,
                 err_pct=sum(p for _, p in errors) if calls > 0 else None,
                 errors=errors,
-                quantiles=tuple(
-                    bucket_quantile(q, list(window.buckets.items())) for q in QUANTILES
-                ),
+                quantiles=tuple(bucket_quantile(q, list(window.buckets.items())) for q in QUANTILES),
                 in_flight=current.in_flight.get(key, 0.0),
+                below=_below_first_bucket(window.buckets),
             )
         )
     return rows
+
+
+def _below_first_bucket(buckets: dict[float, float]) -> tuple[float | None, ...]:
+    """For each of QUANTILES: the lowest bucket's bound if the quantile's rank lies in it."""
+    finite = sorted(b for b in buckets if not math.isinf(b))
+    total = buckets.get(math.inf, 0.0)
+    if not finite or total <= 0:
+        return tuple(None for _ in QUANTILES)
+    first = finite[0]
+    return tuple(first if q * total <= buckets[first] else None for q in QUANTILES)
+
+
+def format_below(bound: float) -> str:
+    """A quantile known only to lie under ``bound``: ``<1ms`` for sub-millisecond bounds (the
+    default buckets start at 0.5 ms), else ``<`` and the bound (``<10ms`` on OTel's buckets)."""
+    if bound <= 0.001:
+        return "<1ms"
+    return "<" + format_seconds(bound).replace(".0ms", "ms")
 
 
 def format_seconds(value: float) -> str:
@@ -252,60 +270,94 @@ def _number(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
 
 
+WIDTH = 100  # the default view fits 100 columns
+COMPACT_WIDTH = 80  # --compact fits 80
+# (header, width, alignment, kept by --compact)
 _COLUMNS = (
-    ("METHOD", 25, "<"),
-    ("TOOL/PROMPT", 16, "<"),
-    ("CALLS/S", 7, ">"),
-    ("TOTAL", 7, ">"),
-    ("ERR%", 5, ">"),
-    ("P50", 7, ">"),
-    ("P95", 7, ">"),
-    ("P99", 7, ">"),
-    ("INFL", 4, ">"),
+    ("METHOD", 16, "<", True),
+    ("TOOL/PROMPT", 14, "<", True),
+    ("CALLS/S", 7, ">", True),
+    ("TOTAL", 6, ">", False),
+    ("ERR%", 5, ">", True),
+    ("P50", 6, ">", False),
+    ("P95", 6, ">", True),
+    ("P99", 6, ">", False),
+    ("INFL", 4, ">", True),
 )
 
 
-def _line(cells: Sequence[str], tail: str) -> str:
-    parts = [
-        f"{_fit(cell, w):{align}{w}}" for cell, (_, w, align) in zip(cells, _COLUMNS, strict=True)
-    ]
-    return ("  ".join(parts) + "  " + tail).rstrip()
+def _line(cells: Sequence[str], tail: str, *, compact: bool, width: int) -> str:
+    """One table line: the columns, then ``tail`` cut (``~``) so that the line fits ``width``.
+
+    Two spaces follow a text column, one separates right-aligned numbers (their own padding
+    keeps them apart), which leaves room for the error breakdown.
+    """
+    line = ""
+    after_text = False
+    for cell, (_, w, align, keep) in zip(cells, _COLUMNS, strict=True):
+        if compact and not keep:
+            continue
+        if line:
+            line += "  " if after_text else " "
+        line += f"{_fit(cell, w):{align}{w}}"
+        after_text = align == "<"
+    room = width - len(line) - 2
+    if tail and room > 0:
+        line += "  " + _fit(tail, room)
+    return line.rstrip()
 
 
-def render(url: str, current: Snapshot, previous: Snapshot | None, *, now: str = "") -> str:
-    """The whole frame as text: a header line, then the table or an honest 'nothing yet'."""
+def render(
+    url: str,
+    current: Snapshot,
+    previous: Snapshot | None,
+    *,
+    now: str = "",
+    compact: bool = False,
+) -> str:
+    """The whole frame as text: a header line, then the table or an honest 'nothing yet'.
+
+    Every line fits 100 columns, or 80 with ``compact`` (which drops TOTAL, P50 and P99); the
+    error breakdown is cut to what fits. A quantile that falls in the lowest bucket reads
+    ``<1ms`` (or ``<`` its bound), not a number interpolated from zero.
+    """
+    width = COMPACT_WIDTH if compact else WIDTH
     rows = compute_rows(current, previous)
     window = (
-        f"last {current.taken_at - previous.taken_at:.1f}s"
-        if previous is not None
-        else "since start (first scrape)"
+        f"last {current.taken_at - previous.taken_at:.1f}s" if previous is not None else "since start (first scrape)"
     )
     sessions = "-" if current.sessions_active is None else _number(current.sessions_active)
     in_flight = _number(sum(current.in_flight.values()))
-    header = (
-        f"mcp-metrics top  {url}  {now}".rstrip()
-        + f"\nwindow: {window}  sessions active: {sessions}  in flight: {in_flight}"
+    stamp = f"  {now}" if now else ""
+    title = "mcp-metrics top  "
+    header = f"{title}{_fit(url, width - len(title) - len(stamp))}{stamp}\n" + _fit(
+        f"window: {window}  sessions active: {sessions}  in flight: {in_flight}", width
     )
     if not current.has_mcp_metrics:
-        return (
-            header + f"\nno MCP metrics at this endpoint (no {DURATION}); "
-            "is MCPMetricsMiddleware installed?"
-        )
+        return header + f"\nno MCP metrics at this endpoint (no {DURATION});\nis MCPMetricsMiddleware installed?"
     if not any(row.total > 0 or row.in_flight > 0 for row in rows):
         return header + "\nno MCP traffic recorded yet"
-    lines = [header, "", _line([name for name, _, _ in _COLUMNS], "ERRORS BY TYPE")]
+    lines = [
+        header,
+        "",
+        _line([c[0] for c in _COLUMNS], "ERRORS BY TYPE", compact=compact, width=width),
+    ]
     for row in rows:
+        below = row.below or tuple(None for _ in row.quantiles)
         cells = [
             row.method,
             row.name,
             "-" if row.rate is None else f"{row.rate:.1f}",
             _number(row.total),
             "-" if row.err_pct is None else f"{row.err_pct:.1f}",
-            *(format_seconds(value) for value in row.quantiles),
+            *(
+                format_seconds(value) if bound is None else format_below(bound)
+                for value, bound in zip(row.quantiles, below, strict=True)
+            ),
             _number(row.in_flight),
         ]
         tail = "  ".join(f"{error_type} {pct:.1f}%" for error_type, pct in row.errors)
-        lines.append(_line(cells, tail))
+        lines.append(_line(cells, tail, compact=compact, width=width))
     return "\n".join(lines)
 
 
@@ -354,11 +406,17 @@ def fetch(url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEOU
     return body.decode(charset, errors="replace")
 
 
-def scrape(url: str, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Snapshot:
+def scrape(
+    url: str,
+    *,
+    token: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    parse: Callable[[str, float], Snapshot] = parse_snapshot,
+) -> Snapshot:
     text = fetch(url, token=token, timeout=timeout)
     taken_at = time.monotonic()
     try:
-        return parse_snapshot(text, taken_at)
+        return parse(text, taken_at)
     except Exception as exc:  # the parser raises ValueError mostly, but not only
         detail = " ".join(str(exc).split())[:80]
         raise ScrapeError(f"{url} did not answer in Prometheus text format ({detail})") from None
@@ -375,12 +433,18 @@ def top(
     clear: bool | None = None,
     footer: str = "",
     sleep: Callable[[float], None] = time.sleep,
+    compact: bool = False,
+    by: str = "tool",
 ) -> int:
     """Scrape and redraw until interrupted (or ``duration`` seconds, or one frame with ``once``).
 
     Returns the exit status: 0, or 1 when ``once`` could not scrape.
     """
     stream = out if out is not None else sys.stdout
+    # top_clients imports this module's pure parts, hence the import here.
+    from mcp_metrics_middleware.top_clients import parse_client_snapshot, render_by_client
+
+    parse = parse_client_snapshot if by == "client" else parse_snapshot
     clear = stream.isatty() if clear is None else clear
     url = normalise_url(url)
     deadline = None if duration is None else time.monotonic() + duration
@@ -389,7 +453,7 @@ def top(
     while True:
         stamp = time.strftime("%H:%M:%S")
         try:
-            current = scrape(url, token=token, timeout=min(DEFAULT_TIMEOUT, max(interval, 1.0)))
+            current = scrape(url, token=token, timeout=min(DEFAULT_TIMEOUT, max(interval, 1.0)), parse=parse)
         except ScrapeError as exc:
             if once:
                 print(f"mcp-metrics: {exc}", file=sys.stderr if out is None else stream)
@@ -401,7 +465,10 @@ def top(
             frame = f"{stamp}  {frame}"
         else:
             failures = 0
-            frame = render(url, current, previous, now=stamp)
+            if by == "client":
+                frame = render_by_client(url, current, previous, now=stamp)
+            else:
+                frame = render(url, current, previous, now=stamp, compact=compact)
             previous = current
         if footer:
             frame += "\n\n" + footer
@@ -417,9 +484,7 @@ def top(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mcp-metrics", description="Tools for the metrics of MCP servers."
-    )
+    parser = argparse.ArgumentParser(prog="mcp-metrics", description="Tools for the metrics of MCP servers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     top_parser = commands.add_parser(
         "top",
@@ -439,13 +504,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds between scrapes (default {DEFAULT_INTERVAL:g})",
     )
-    top_parser.add_argument(
-        "--once", action="store_true", help="scrape once, print, exit (1 if unreachable)"
-    )
+    top_parser.add_argument("--once", action="store_true", help="scrape once, print, exit (1 if unreachable)")
     top_parser.add_argument(
         "--token",
         default=os.environ.get("MCP_METRICS_TOKEN"),
         help="bearer token for a protected /metrics (default: $MCP_METRICS_TOKEN)",
+    )
+    top_parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="fit 80 columns: drop the TOTAL, P50 and P99 columns (default view: 100 columns)",
+    )
+    top_parser.add_argument(
+        "--by",
+        choices=("tool", "client"),
+        default="tool",
+        help="one row per (method, tool or prompt), or per (client, method) from the per-client histogram",
     )
     from mcp_metrics_middleware import proxy, wrap  # each add_parser sets args.run
 
@@ -462,7 +536,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.interval <= 0:
         parser.error("--interval must be positive")
     try:
-        return top(args.url, interval=args.interval, once=args.once, token=args.token)
+        return top(
+            args.url,
+            interval=args.interval,
+            once=args.once,
+            token=args.token,
+            compact=args.compact,
+            by=args.by,
+        )
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # e.g. `mcp-metrics top URL | head`

@@ -110,10 +110,7 @@ def exposition(
         "# TYPE mcp_server_operations_in_flight gauge",
     ]
     for method, tool, value in in_flight:
-        lines.append(
-            f'mcp_server_operations_in_flight{{mcp_method_name="{method}",'
-            f'gen_ai_tool_name="{tool}"}} {value}'
-        )
+        lines.append(f'mcp_server_operations_in_flight{{mcp_method_name="{method}",gen_ai_tool_name="{tool}"}} {value}')
     lines += [
         "# HELP mcp_server_sessions_active Sessions.",
         "# TYPE mcp_server_sessions_active gauge",
@@ -237,8 +234,10 @@ def test_render_table() -> None:
         "BY",
         "TYPE",
     ]
+    # hiss's one call is in the lowest bucket (0.01 here): below 10 ms is all that is known, so
+    # no interpolated 5.0 / 9.5 / 9.9 ms.
     assert lines[4].split() == [
-        "tools/call", "hiss", "0.5", "1", "100.0", "5.0ms", "9.5ms", "9.9ms", "0", "-32050", "100.0%"
+        "tools/call", "hiss", "0.5", "1", "100.0", "<10ms", "<10ms", "<10ms", "0", "-32050", "100.0%"
     ]  # fmt: skip
     assert lines[5].split() == ["tools/call", "nap", "0.0", "0", "-", "-", "-", "-", "2"]
     assert lines[6].split() == [
@@ -253,14 +252,96 @@ def test_render_first_frame_and_empty_states() -> None:
     assert "window: since start (first scrape)" in first
     assert "tools/call" in first
     empty = exposition([])
-    assert render("u", parse_snapshot(empty), None).splitlines()[-1] == (
-        "no MCP traffic recorded yet"
-    )
+    assert render("u", parse_snapshot(empty), None).splitlines()[-1] == ("no MCP traffic recorded yet")
     unrelated = "# TYPE http_requests_total counter\nhttp_requests_total 3.0\n"
-    assert render("u", parse_snapshot(unrelated), None).splitlines()[-1] == (
-        "no MCP metrics at this endpoint (no mcp_server_operation_duration_seconds); "
-        "is MCPMetricsMiddleware installed?"
+    assert render("u", parse_snapshot(unrelated), None).splitlines()[-2:] == [
+        "no MCP metrics at this endpoint (no mcp_server_operation_duration_seconds);",
+        "is MCPMetricsMiddleware installed?",
+    ]
+
+
+LONG = "a_tool_name_far_longer_than_any_column_gives_it"
+# Worst cases for the width: a long URL, long names, many error types, large numbers.
+WIDE = exposition(
+    [
+        (("resources/templates/list", "", "", "", "", "2026-07-28"), cumulative(0, 0, 0, 0, 0, 7)),
+        (("tools/call", LONG, "", "tool_error", "", "2026-07-28"), cumulative(1, 2, 3, 4, 5, 6)),
+        (("tools/call", LONG, "", "-32050", "-32050", "2026-07-28"), cumulative(1, 2, 3, 4, 5, 6)),
+        (("tools/call", LONG, "", "cancelled", "", "2026-07-28"), cumulative(1, 2, 3, 4, 5, 6)),
+        (("tools/call", LONG, "", "", "", "2026-07-28"), cumulative(0, 0, 0, 0, 0, 123456789)),
+    ],
+    in_flight=[("tools/call", LONG, 1234.0)],
+    sessions=99999.0,
+)
+
+
+@pytest.mark.parametrize(("compact", "width"), [(False, 100), (True, 80)])
+def test_every_line_fits_the_terminal(compact: bool, width: int) -> None:
+    url = "http://a-very-long-host-name.example.internal:8000/some/deeply/nested/metrics/path"
+    for previous in (None, parse_snapshot(PREVIOUS, 10.0)):
+        for text in (WIDE, CURRENT, exposition([]), "# TYPE x counter\nx_total 1\n"):
+            frame = render(
+                url + "?" + "q" * 80,
+                parse_snapshot(text, 12.0),
+                previous,
+                now="12:00:00",
+                compact=compact,
+            )
+            lines = frame.splitlines()
+            assert max(len(line) for line in lines) <= width, frame
+    # the first errors still show, cut with "~" where they do not fit
+    frame = render("u", parse_snapshot(WIDE, 12.0), None, compact=compact)
+    row = next(line for line in frame.splitlines() if line.startswith("tools/call"))
+    assert "~" in row
+
+
+def test_compact_keeps_the_essential_columns() -> None:
+    frame = render("u", parse_snapshot(CURRENT, 12.0), parse_snapshot(PREVIOUS, 10.0), compact=True)
+    lines = frame.splitlines()
+    assert lines[3].split() == [
+        "METHOD", "TOOL/PROMPT", "CALLS/S", "ERR%", "P95", "INFL", "ERRORS", "BY", "TYPE"
+    ]  # fmt: skip
+    assert lines[6].split() == [
+        "tools/call", "scratch_sofa", "10.0", "25.0", "1.00s", "0", "tool_error", "25.0%"
+    ]  # fmt: skip
+
+
+def test_sub_millisecond_calls_read_below_1ms() -> None:
+    """On the default buckets (0.5 ms first) every call under 0.5 ms reads <1ms, not 0.2 ms."""
+    fast = (
+        "# TYPE mcp_server_operation_duration_seconds histogram\n"
+        + "".join(
+            f'mcp_server_operation_duration_seconds_bucket{{mcp_method_name="tools/call",'
+            f'gen_ai_tool_name="nap",error_type="",le="{le}"}} {n}\n'
+            for le, n in (("0.0005", 40), ("0.001", 40), ("0.0025", 40), ("+Inf", 40))
+        )
+        + 'mcp_server_operation_duration_seconds_count{mcp_method_name="tools/call",'
+        'gen_ai_tool_name="nap",error_type=""} 40\n'
     )
+    rows = compute_rows(parse_snapshot(fast), None)
+    assert rows[0].below == (0.0005, 0.0005, 0.0005)
+    assert rows[0].quantiles[0] == 0.00025  # what interpolation would have shown
+    line = render("u", parse_snapshot(fast), None).splitlines()[4]
+    assert line.split()[2:8] == ["-", "40", "0.0", "<1ms", "<1ms", "<1ms"]
+    # p50 in the first bucket, p95 and p99 above it: only p50 is "<"
+    mixed = fast.replace('le="0.0005"} 40', 'le="0.0005"} 30').replace('le="0.001"} 40', 'le="0.001"} 30')
+    row = compute_rows(parse_snapshot(mixed), None)[0]
+    assert row.below == (0.0005, None, None)
+    assert render("u", parse_snapshot(mixed), None).splitlines()[4].split()[5:8] == [
+        "<1ms", "2.2ms", "2.4ms"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("bound", "text"), [(0.0005, "<1ms"), (0.001, "<1ms"), (0.01, "<10ms")])
+def test_format_below(bound: float, text: str) -> None:
+    assert cli.format_below(bound) == text
+
+
+def test_compact_flag_reaches_the_view(static_server: str) -> None:
+    out = io.StringIO()
+    assert cli.top(static_server, once=True, out=out, compact=True) == 0
+    assert "P99" not in out.getvalue() and "P95" in out.getvalue()
+    assert cli.build_parser().parse_args(["top", "u", "--compact"]).compact is True
 
 
 @pytest.mark.parametrize(
@@ -300,9 +381,7 @@ def test_stopped_endpoint_once_prints_one_line(capsys: pytest.CaptureFixture[str
     captured = capsys.readouterr()
     assert status == 1
     assert captured.out == ""
-    assert captured.err == (
-        f"mcp-metrics: cannot reach http://127.0.0.1:{port}/metrics: connection refused\n"
-    )
+    assert captured.err == (f"mcp-metrics: cannot reach http://127.0.0.1:{port}/metrics: connection refused\n")
 
 
 def test_stopped_endpoint_console_script_has_no_traceback() -> None:
@@ -401,3 +480,23 @@ def test_endpoint_problems_are_one_line(static_server: str, path: str, reason: s
 
 def test_token_is_sent(static_server: str) -> None:
     assert cli.scrape(static_server + "/secret", token="s3cret").sessions_active == 3.0
+
+
+def test_by_client_reads_the_per_client_histogram(static_server: str) -> None:
+    """`--by client` switches parser and view to mcp_server_client_operation_duration_seconds."""
+    out = io.StringIO()
+    assert cli.top(static_server, once=True, out=out, by="client") == 0
+    assert "no per-client metrics at this endpoint" in out.getvalue()
+    assert cli.build_parser().parse_args(["top", "u", "--by", "client"]).by == "client"
+    assert cli.build_parser().parse_args(["top", "u"]).by == "tool"
+    text = (
+        "# TYPE mcp_server_client_operation_duration_seconds histogram\n"
+        'mcp_server_client_operation_duration_seconds_bucket{mcp_client_name="claude",'
+        'mcp_method_name="tools/call",error_type="",le="+Inf"} 3.0\n'
+        'mcp_server_client_operation_duration_seconds_count{mcp_client_name="claude",'
+        'mcp_method_name="tools/call",error_type=""} 3.0\n'
+    )
+    from mcp_metrics_middleware.top_clients import parse_client_snapshot
+
+    snap = parse_client_snapshot(text)
+    assert snap.ops[("claude", "tools/call")].count == 3.0

@@ -44,16 +44,26 @@ GRAFANA_BUILTINS = {
 }
 EXPECTED_ALERTS = {
     "McpTargetDown",
+    "McpTargetsAbsent",
     "McpMetricsAbsent",
     "McpMetricsMissingOnTarget",
+    "McpTrafficStopped",
+    "McpRequestsRejected",
+    "McpSessionStartFailing",
+    "McpPathNotMatched",
     "McpToolErrorRatioHigh",
     "McpToolLatencyP95High",
     "McpUnknownToolCallsSpike",
+    "McpMethodErrorRatioHigh",
+    "McpOperationsInFlightHigh",
+    "McpSessionsNearLimit",
     "McpMetricsLabelOverflow",
     "McpMetricsParseErrors",
     "McpToolSloFastBurn",
     "McpToolSloSlowBurn",
 }
+# The outages the transport alert must catch, each a promtool case (issue 14).
+REJECTION_CASES = {"421", "406", "415", "404", "500", "503"}
 
 
 def tool(name: str) -> str:
@@ -191,7 +201,8 @@ def test_rules_aggregate_replicas_and_never_average_quantiles() -> None:
     for rule in all_rules():
         expr = rule["expr"]
         name = rule.get("alert") or rule["record"]
-        assert "avg" not in expr, name
+        # avg_over_time of a recorded rate is fine; averaging across series (quantiles!) is not
+        assert not re.search(r"\bavg\s*(\(|by|without)", expr), name
         for m in re.finditer(r"histogram_quantile\(\s*[\d.]+,\s*sum by \(([^)]*)\)", expr):
             assert "le" in [s.strip() for s in m.group(1).split(",")], name
             assert "instance" not in m.group(1), name
@@ -205,14 +216,58 @@ def test_rules_aggregate_replicas_and_never_average_quantiles() -> None:
 
 def test_error_ratio_counts_only_server_side_errors_with_a_traffic_floor() -> None:
     recording = {r["record"]: r["expr"] for r in all_rules() if "record" in r}
-    assert 'error_type!=""' in recording["job_tool:mcp_tool_call_errors:rate5m"]
+    # Per-tool and per-method failures leave transport rejections (4xx) to McpRequestsRejected.
+    for name in ("job_tool:mcp_tool_call_errors:rate5m", "job_method:mcp_request_errors:rate5m"):
+        assert 'error_type!=""' in recording[name]
+        assert 'error_type!~"4[0-9][0-9]"' in recording[name]
     rule = alerts()["McpToolErrorRatioHigh"]
     assert "job_tool:mcp_tool_calls:rate5m > 0.05" in rule["expr"]
     for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
         expr = recording[f"job:mcp_tool_call_errors:ratio_rate{window}"]
-        assert expr.count(f"[{window}]") == 2
-        assert expr.count('gen_ai_tool_name!="_OTHER"') == 2
-        assert expr.count('error_type!=""') == 1
+        assert expr == (
+            f"job:mcp_tool_call_errors:rate{window} / job:mcp_tool_calls:rate{window}"
+        ), window
+    for window in ("5m", "30m", "1h"):
+        calls = recording[f"job:mcp_tool_calls:rate{window}"]
+        errors = recording[f"job:mcp_tool_call_errors:rate{window}"]
+        assert calls.count(f"[{window}]") == errors.count(f"[{window}]") == 1
+        assert 'gen_ai_tool_name!="_OTHER"' in calls and 'gen_ai_tool_name!="_OTHER"' in errors
+        assert 'error_type!=""' in errors and "error_type" not in calls
+
+
+def test_long_windows_are_derived_from_recorded_5m_rates() -> None:
+    """No rule reads days of raw samples: the 2h..3d windows average the recorded 5m rates."""
+    recording = {r["record"]: r["expr"].strip() for r in all_rules() if "record" in r}
+    for window in ("2h", "6h", "1d", "3d"):
+        for kind in ("calls", "call_errors"):
+            assert recording[f"job:mcp_tool_{kind}:rate{window}"] == (
+                f"avg_over_time(job:mcp_tool_{kind}:rate5m[{window}])"
+            )
+    for rule in all_rules():
+        for m in re.finditer(r"\b(rate|increase)\((\w+)\{[^}]*\}\[(\w+)\]", rule["expr"]):
+            assert m.group(3) in {"5m", "10m", "15m", "30m", "1h"}, (rule, m.group(0))
+
+
+def test_burn_alerts_have_a_minimum_failure_guard() -> None:
+    for name, windows in (
+        ("McpToolSloFastBurn", ("1h", "6h")),
+        ("McpToolSloSlowBurn", ("1d", "3d")),
+    ):
+        expr = alerts()[name]["expr"]
+        for window in windows:
+            assert f"job:mcp_tool_call_errors:increase{window} >= 5" in expr, (name, window)
+
+
+def test_every_rejection_outage_is_a_promtool_case() -> None:
+    suite = load_yaml(PROM / "tests" / "mcp-alerts.test.yml")
+    fired = {
+        alert["exp_labels"]["code"]
+        for case in suite["tests"]
+        for check in case.get("alert_rule_test", [])
+        if check["alertname"] == "McpRequestsRejected"
+        for alert in check["exp_alerts"]
+    }
+    assert fired == REJECTION_CASES
 
 
 def test_alertmanager_config() -> None:
@@ -332,13 +387,14 @@ def test_dashboard_structure() -> None:
     assert boards["mcp-http"]["title"] == "MCP HTTP transport"
     variables = {n: [v["name"] for v in b["templating"]["list"]] for n, b in boards.items()}
     assert variables == {
-        "mcp-server": ["job", "instance", "method", "tool"],
-        "mcp-http": ["job", "instance"],
+        "mcp-server": ["datasource", "job", "instance", "method", "tool"],
+        "mcp-http": ["datasource", "job", "instance"],
     }
     rows = {n: [p["title"] for p in b["panels"] if p["type"] == "row"] for n, b in boards.items()}
     assert rows["mcp-server"] == [
         "Overview",
         "Tools",
+        "Clients",
         "Errors",
         "Methods and protocol versions",
         "Payload sizes",
@@ -373,17 +429,41 @@ def test_dashboard_structure() -> None:
     assert any(p["type"] == "heatmap" for p in walk_panels(boards["mcp-server"]))
 
 
-def test_every_panel_queries_the_provisioned_datasource() -> None:
+def test_every_panel_queries_the_datasource_variable() -> None:
+    """No hard-coded uid: a `datasource` variable, defaulting to the provisioned Prometheus."""
     for name, board in dashboards().items():
+        (ds_var,) = [v for v in board["templating"]["list"] if v["type"] == "datasource"]
+        assert ds_var["name"] == "datasource" and ds_var["query"] == "prometheus"
+        assert ds_var["current"]["value"] == DATASOURCE_UID
+        assert DATASOURCE_UID not in json.dumps(board).replace(json.dumps(ds_var), "")
         for panel in walk_panels(board):
             if panel["type"] == "row":
                 continue
-            assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             assert panel["targets"], (name, panel["title"])
             for t in panel["targets"]:
-                assert t["datasource"]["uid"] == DATASOURCE_UID, (name, panel["title"])
+                assert t["datasource"]["uid"] == "${datasource}", (name, panel["title"])
         for var in board["templating"]["list"]:
-            assert var["datasource"]["uid"] == DATASOURCE_UID
+            if var["type"] == "query":
+                assert var["datasource"]["uid"] == "${datasource}"
+
+
+def test_overview_counts_requests_not_notifications() -> None:
+    panels = {p["title"]: p for p in walk_panels(dashboards()["mcp-server"])}
+    for title in ("Calls / s", "Error %", "p95 latency"):
+        expr = panels[title]["targets"][0]["expr"]
+        selectors = re.findall(r"\{([^}]*)\}", expr)
+        assert selectors and all('mcp_method_name!~"notifications/.*"' in s for s in selectors)
+
+
+def test_latency_panels_show_exemplars_and_the_client_row_reads_issue_13s_metric() -> None:
+    panels = {p["title"]: p for p in walk_panels(dashboards()["mcp-server"])}
+    for title in ("Latency (all operations)", "Tool latency p95", "p95 latency by method"):
+        assert all(t.get("exemplar") is True for t in panels[title]["targets"]), title
+    for title in ("Calls / s by client", "Error ratio by client", "p95 latency by client"):
+        expr = panels[title]["targets"][0]["expr"]
+        assert "mcp_server_client_operation_duration_seconds" in expr, title
+        assert "mcp_client_name" in expr, title
 
 
 def used_variables(text: str) -> set[str]:
@@ -400,7 +480,10 @@ def test_every_variable_used_is_defined() -> None:
             t.get("legendFormat", "") for p in walk_panels(board) for t in p.get("targets", [])
         ]
         texts += [p["title"] for p in walk_panels(board)]
+        texts += [p["datasource"]["uid"] for p in walk_panels(board) if "datasource" in p]
         for i, var in enumerate(board["templating"]["list"]):
+            if var["type"] != "query":
+                continue
             texts.append(var["query"]["query"])
             # a variable may only refer to the ones defined before it
             assert used_variables(var["query"]["query"]) <= (
@@ -502,6 +585,33 @@ def test_operator_resources_select_the_deployment() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {"DEMO_HOST": "0.0.0.0", "DEMO_PORT": str(port["containerPort"])}
     assert service["spec"]["sessionAffinity"] == "ClientIP"
+
+
+def test_prometheusrule_is_generated_from_the_rule_files() -> None:
+    script = K8S / "generate_prometheusrule.py"
+    result = run(sys.executable, script, "--check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (K8S / "prometheusrule.yaml").read_text().startswith("# GENERATED by ")
+
+
+def test_probes_and_healthchecks_never_scrape_metrics() -> None:
+    """A scrape is not a health check, and a metrics token would make it fail."""
+    (deployment,) = k8s_docs("deployment.yaml")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "http"}, probe
+        assert "httpGet" not in container[probe], probe
+    healthcheck = load_yaml(DEPLOY / "docker-compose.yml")["services"]["cat"]["healthcheck"]
+    assert "/metrics" not in " ".join(healthcheck["test"])
+    assert "create_connection(('127.0.0.1', 8000)" in " ".join(healthcheck["test"])
+
+
+def test_compose_pins_current_major_versions() -> None:
+    services = load_yaml(DEPLOY / "docker-compose.yml")["services"]
+    images = {name: s["image"] for name, s in services.items()}
+    assert re.fullmatch(r"prom/prometheus:v3\.\d+\.\d+", images["prometheus"])
+    assert re.fullmatch(r"prom/alertmanager:v0\.(2[89]|[3-9]\d)\.\d+", images["alertmanager"])
+    assert re.fullmatch(r"grafana/grafana-oss:12\.\d+\.\d+", images["grafana"])
 
 
 def test_prometheusrule_carries_exactly_the_rule_files(tmp_path: Path) -> None:

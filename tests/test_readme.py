@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+import pytest
 from mcp import Client
 
 from tests.conftest import free_port
@@ -66,3 +67,26 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_license_and_project_urls() -> None:
+    """The metadata says MIT: the LICENSE file says so too, and the project links are set."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    license_text = (ROOT / "LICENSE").read_text()
+    assert license_text.startswith("MIT License\n")
+    assert "Permission is hereby granted, free of charge" in license_text
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT"
+    assert set(project["urls"]) == {"Homepage", "Source", "Issues", "Changelog"}
+    assert all(url.startswith("https://") for url in project["urls"].values())
+
+
+def test_readme_starts_where_users_start() -> None:
+    """Quickstart right after the introduction; no bare PyPI install shown as if it worked."""
+    readme = (ROOT / "README.md").read_text()
+    sections = re.findall(r"^## (.+)$", readme, re.M)
+    assert sections[0] == "Quickstart"
+    assert "Troubleshooting" in sections
+    for m in re.finditer(r"pip install mcp-metrics-middleware\b", readme):
+        context = readme[max(0, m.start() - 200) : m.end() + 200]
+        assert "not yet published on PyPI" in context, context

@@ -6,7 +6,8 @@
 The JSON files are what Grafana loads; this script is their source, so that the queries follow
 one set of rules everywhere:
 
-* every panel queries the provisioned datasource (uid ``mcp-prometheus``);
+* every panel queries the datasource chosen in the ``datasource`` template variable (default:
+  the provisioned one, uid ``mcp-prometheus``), so the files import into any Grafana;
 * counters are shown as ``rate(...[$__rate_interval])``, and totals as
   ``increase(...[$__range])``, never as raw counter values;
 * quantiles are ``histogram_quantile`` over ``sum by (le, ...)`` of bucket rates, so replicas are
@@ -15,6 +16,14 @@ one set of rules everywhere:
 
 tests/test_deploy.py checks that the files match this script, and tests/test_dashboards_live.py
 evaluates every query against a real Prometheus scraping the demo.
+
+Why not grafana-foundation-sdk (measured 2026-11-30, issue 14): its PyPI builds carry epoch
+versions, so a plain ``pip install grafana-foundation-sdk`` resolves to the Grafana 10.1 schema
+build; the newest build targets 11.6 and none targets 12.x; it is marked Alpha. It can express
+every panel, target option (exemplar, heatmap/table format) and the datasource variable used here,
+but its automatic layout placed a 12-wide panel at x=16 (past the 24-column grid) in a three-panel
+row, so positions would still have to come from this file's Layout. Revisit when a 12.x build
+exists.
 """
 
 from __future__ import annotations
@@ -26,14 +35,22 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "dashboards"
-DS = {"type": "prometheus", "uid": "mcp-prometheus"}
+DS = {"type": "prometheus", "uid": "${datasource}"}
+PROVISIONED_UID = "mcp-prometheus"
 RI = "$__rate_interval"
 
 # Label selectors shared by the queries.
 SCOPE = 'job=~"$job", instance=~"$instance"'
 OPS = SCOPE + ', mcp_method_name=~"$method"'
 TOOLS = SCOPE + ', mcp_method_name="tools/call", gen_ai_tool_name=~"$tool"'
+# Requests only: notifications are in the operation histogram too, but they are not calls.
+REQS = OPS + ', mcp_method_name!~"notifications/.*"'
 OP = "mcp_server_operation_duration_seconds"
+# Per-client histogram (issue 13): same buckets; labels mcp_client_name, mcp_method_name,
+# error_type.
+CLIENT_OP = "mcp_server_client_operation_duration_seconds"
+CLIENTS = SCOPE + ', mcp_method_name=~"$method"'
+
 HTTP = "mcp_http_server_request_duration_seconds"
 PAYLOAD = "mcp_server_operation_payload_bytes"
 
@@ -120,8 +137,13 @@ def target(expr: str, legend: str = "", ref: str = "A", **extra: Any) -> dict[st
     return t
 
 
-def targets(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
-    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
+def targets(*pairs: tuple[str, str], exemplar: bool = False) -> list[dict[str, Any]]:
+    """Range queries A, B, ...; ``exemplar`` asks Prometheus for the trace ids stored with the
+    operation histogram's buckets (shown as dots that link to the trace)."""
+    extra = {"exemplar": True} if exemplar else {}
+    return [
+        target(expr, legend, chr(ord("A") + i), **extra) for i, (expr, legend) in enumerate(pairs)
+    ]
 
 
 def timeseries(
@@ -307,6 +329,21 @@ def variable(name: str, label: str, query: str) -> dict[str, Any]:
     }
 
 
+VAR_DATASOURCE: dict[str, Any] = {
+    "name": "datasource",
+    "label": "Data source",
+    "type": "datasource",
+    "query": "prometheus",
+    "current": {"selected": False, "text": "Prometheus", "value": PROVISIONED_UID},
+    "options": [],
+    "regex": "",
+    "refresh": 1,
+    "includeAll": False,
+    "multi": False,
+    "hide": 0,
+    "skipUrlSync": False,
+}
+
 VAR_JOB = variable("job", "Job", "label_values(mcp_metrics_parse_errors_total, job)")
 VAR_INSTANCE = variable(
     "instance", "Instance", 'label_values(mcp_metrics_parse_errors_total{job=~"$job"}, instance)'
@@ -372,14 +409,15 @@ def dashboard(
 def mcp_server() -> dict[str, Any]:
     lay = Layout()
     errors = OPS + ', error_type!=""'
+    req_errors = REQS + ', error_type!=""'
     tool_errors = TOOLS + ', error_type!=""'
 
     lay.row("Overview")
     lay.add(
         stat(
             "Calls / s",
-            "MCP requests and notifications handled per second.",
-            rate(OP + "_count", OPS),
+            "MCP requests handled per second (notifications are not calls).",
+            rate(OP + "_count", REQS),
             "reqps",
         ),
         4,
@@ -388,9 +426,9 @@ def mcp_server() -> dict[str, Any]:
     lay.add(
         stat(
             "Error %",
-            'Share of operations with error_type != "" (server-side failures; caller mistakes '
-            "such as invalid params are not errors).",
-            f"({rate(OP + '_count', errors)} or vector(0)) / {rate(OP + '_count', OPS)}",
+            'Share of requests with error_type != "" (server-side failures and transport '
+            "rejections; caller mistakes such as invalid params are not errors).",
+            f"({rate(OP + '_count', req_errors)} or vector(0)) / {rate(OP + '_count', REQS)}",
             "percentunit",
             thresholds=[(None, "green"), (0.01, "orange"), (0.05, "red")],
         ),
@@ -400,8 +438,8 @@ def mcp_server() -> dict[str, Any]:
     lay.add(
         stat(
             "p95 latency",
-            "95th percentile of operation duration, all replicas merged.",
-            quantile(0.95, OP, OPS),
+            "95th percentile of request duration, all replicas merged.",
+            quantile(0.95, OP, REQS),
             "s",
             thresholds=[(None, "green"), (1, "orange"), (2, "red")],
         ),
@@ -459,6 +497,7 @@ def mcp_server() -> dict[str, Any]:
                 (quantile(0.5, OP, OPS), "p50"),
                 (quantile(0.95, OP, OPS), "p95"),
                 (quantile(0.99, OP, OPS), "p99"),
+                exemplar=True,
             ),
             "s",
         ),
@@ -500,7 +539,10 @@ def mcp_server() -> dict[str, Any]:
             timeseries(
                 f"Tool latency p{int(q * 100)}",
                 f"p{int(q * 100)} of tools/call duration per tool, replicas merged.",
-                targets((quantile(q, OP, TOOLS, "gen_ai_tool_name"), "{{gen_ai_tool_name}}")),
+                targets(
+                    (quantile(q, OP, TOOLS, "gen_ai_tool_name"), "{{gen_ai_tool_name}}"),
+                    exemplar=True,
+                ),
                 "s",
             ),
             8,
@@ -545,6 +587,52 @@ def mcp_server() -> dict[str, Any]:
         ),
         12,
         9,
+    )
+
+    lay.row("Clients")
+    client_errors = CLIENTS + ', error_type!=""'
+    lay.add(
+        timeseries(
+            "Calls / s by client",
+            "Requests per second by the client's name (clientInfo.name, bounded like tool names).",
+            targets(
+                (
+                    rate(CLIENT_OP + "_count", CLIENTS, "mcp_client_name"),
+                    "{{mcp_client_name}}",
+                )
+            ),
+            "reqps",
+            stack=True,
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Error ratio by client",
+            "Failed requests / all requests per client: one client failing alone points at "
+            "that client (its version, its arguments), all of them at the server.",
+            targets(
+                (
+                    ratio(client_errors, CLIENTS, CLIENT_OP + "_count", "mcp_client_name"),
+                    "{{mcp_client_name}}",
+                )
+            ),
+            "percentunit",
+            max_value=1,
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "p95 latency by client",
+            "p95 request duration per client, replicas merged.",
+            targets((quantile(0.95, CLIENT_OP, CLIENTS, "mcp_client_name"), "{{mcp_client_name}}")),
+            "s",
+        ),
+        8,
+        8,
     )
 
     lay.row("Errors")
@@ -633,7 +721,9 @@ def mcp_server() -> dict[str, Any]:
         timeseries(
             "p95 latency by method",
             "p95 duration per MCP method, replicas merged.",
-            targets((quantile(0.95, OP, OPS, "mcp_method_name"), "{{mcp_method_name}}")),
+            targets(
+                (quantile(0.95, OP, OPS, "mcp_method_name"), "{{mcp_method_name}}"), exemplar=True
+            ),
             "s",
         ),
         12,
@@ -873,7 +963,7 @@ def mcp_server() -> dict[str, Any]:
         "MCP server",
         "MCP operations, tools, errors, sessions and payloads from mcp-metrics-middleware.",
         lay,
-        [VAR_JOB, VAR_INSTANCE, VAR_METHOD, VAR_TOOL],
+        [VAR_DATASOURCE, VAR_JOB, VAR_INSTANCE, VAR_METHOD, VAR_TOOL],
     )
 
 
@@ -1131,7 +1221,7 @@ def mcp_http() -> dict[str, Any]:
         "HTTP view of the MCP endpoint: request rate and duration by status, rejected "
         "requests, long-lived SSE streams and sessions.",
         lay,
-        [VAR_JOB, VAR_INSTANCE],
+        [VAR_DATASOURCE, VAR_JOB, VAR_INSTANCE],
     )
 
 
