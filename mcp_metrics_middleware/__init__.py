@@ -3,5 +3,5 @@
 from mcp_metrics_middleware.metrics import MCPMetrics
 from mcp_metrics_middleware.middleware import MCPMetricsMiddleware
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["MCPMetrics", "MCPMetricsMiddleware", "__version__"]

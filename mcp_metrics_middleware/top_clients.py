@@ -26,15 +26,16 @@ from mcp_metrics_middleware.cli import (
 CLIENT_DURATION = "mcp_server_client_operation_duration_seconds"
 NO_CLIENT = "(none)"  # mcp_client_name="": no clientInfo reached the server (stateless requests)
 _COLUMNS = (
-    ("CLIENT", 24, "<"),
-    ("METHOD", 25, "<"),
+    ("CLIENT", 16, "<"),
+    ("METHOD", 16, "<"),
     ("CALLS/S", 7, ">"),
-    ("TOTAL", 7, ">"),
+    ("TOTAL", 6, ">"),
     ("ERR%", 5, ">"),
-    ("P50", 7, ">"),
-    ("P95", 7, ">"),
-    ("P99", 7, ">"),
+    ("P50", 6, ">"),
+    ("P95", 6, ">"),
+    ("P99", 6, ">"),
 )
+WIDTH = 100  # like `top` by tool: every line fits 100 columns
 
 
 def parse_client_snapshot(text: str, taken_at: float = 0.0) -> Snapshot:
@@ -64,8 +65,15 @@ def parse_client_snapshot(text: str, taken_at: float = 0.0) -> Snapshot:
 
 
 def _line(cells: list[str], tail: str) -> str:
-    parts = [f"{_fit(cell, w):{align}{w}}" for cell, (_, w, align) in zip(cells, _COLUMNS, strict=True)]
-    return ("  ".join(parts) + "  " + tail).rstrip()
+    # Two spaces after a text column, one between right-aligned numbers (as `top` by tool).
+    line = ""
+    after_text = False
+    for cell, (_, w, align) in zip(cells, _COLUMNS, strict=True):
+        if line:
+            line += "  " if after_text else " "
+        line += f"{_fit(cell, w):{align}{w}}"
+        after_text = align == "<"
+    return (line + "  " + _fit(tail, WIDTH - len(line) - 2)).rstrip()
 
 
 def render_by_client(url: str, current: Snapshot, previous: Snapshot | None, *, now: str = "") -> str:

@@ -412,6 +412,7 @@ def test_top_by_client_rows(registry: CollectorRegistry) -> None:
     assert lines[4].split()[:5] == ["(none)", "ping", "0.5", "1", "0.0"]
     assert lines[5].split()[:5] == ["cat-client", "tools/call", "0.5", "2", "100.0"]
     assert lines[5].endswith("tool_error 100.0%")
+    assert max(len(line) for line in lines) <= 100
 
 
 def test_top_by_client_without_the_metric() -> None:

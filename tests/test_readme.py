@@ -14,17 +14,15 @@ import httpx
 import pytest
 from mcp import Client
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def quickstart_source() -> str:
+def quickstart_source(name: str = "quickstart") -> str:
     readme = (ROOT / "README.md").read_text()
-    block = re.search(
-        r"<!-- quickstart: begin -->\n```python\n(.*?)```\n<!-- quickstart: end -->", readme, re.S
-    )
-    assert block, "quickstart block missing from README.md"
+    block = re.search(rf"<!-- {name}: begin -->\n```python\n(.*?)```\n<!-- {name}: end -->", readme, re.S)
+    assert block, f"{name} block missing from README.md"
     return block.group(1)
 
 
@@ -55,14 +53,14 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
                 await client.call_tool("sharpen_claw", {"level": 3})
 
         anyio.run(call)
-        text = httpx.get(url + "/metrics").text
         expected = (
             'mcp_server_operation_duration_seconds_count{error_type="",'
             'gen_ai_prompt_name="",gen_ai_tool_name="sharpen_claw",'
             'mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",'
             'network_transport="tcp",rpc_response_status_code=""} 1.0'
         )
-        assert expected in text
+        # Recorded just after the last byte went to the client: poll for it.
+        wait_for(lambda: expected in httpx.get(url + "/metrics").text)
         assert expected in (ROOT / "README.md").read_text()
     finally:
         proc.terminate()
@@ -90,3 +88,44 @@ def test_readme_starts_where_users_start() -> None:
     for m in re.finditer(r"pip install mcp-metrics-middleware\b", readme):
         context = readme[max(0, m.start() - 200) : m.end() + 200]
         assert "not yet published on PyPI" in context, context
+
+
+def test_fastmcp_wiring_runs_as_written(tmp_path: Path) -> None:
+    pytest.importorskip("fastmcp")
+    port = free_port()
+    (tmp_path / "server.py").write_text(quickstart_source("fastmcp").replace("port=8000", f"port={port}"))
+    proc = subprocess.Popen(
+        [sys.executable, "server.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/metrics", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        for mode in ("auto", "legacy"):
+
+            async def call(mode: str = mode) -> None:
+                async with Client(url + "/mcp", mode=mode) as client:  # type: ignore[arg-type]
+                    assert not (await client.call_tool("sharpen_claw", {"level": 3})).is_error
+
+            anyio.run(call)
+        for version in ("2026-07-28", "2025-11-25"):
+            expected = (
+                'mcp_server_operation_duration_seconds_count{error_type="",'
+                'gen_ai_prompt_name="",gen_ai_tool_name="sharpen_claw",'
+                f'mcp_method_name="tools/call",mcp_protocol_version="{version}",'
+                'network_transport="tcp",rpc_response_status_code=""} 1.0'
+            )
+            wait_for(lambda expected=expected: expected in httpx.get(url + "/metrics").text)  # type: ignore[misc]
+    finally:
+        proc.terminate()
+        proc.wait(10)
