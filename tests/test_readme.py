@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -26,10 +28,11 @@ def quickstart_source(name: str = "quickstart") -> str:
     return block.group(1)
 
 
-def test_quickstart_runs_as_written(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def readme_server(tmp_path: Path, block: str) -> Iterator[str]:
+    """Run a README code block as ``server.py`` on a free port; yields its base URL."""
     port = free_port()
-    source = quickstart_source().replace("port=8000", f"port={port}")
-    (tmp_path / "server.py").write_text(source)
+    (tmp_path / "server.py").write_text(quickstart_source(block).replace("port=8000", f"port={port}"))
     proc = subprocess.Popen(
         [sys.executable, "server.py"],
         cwd=tmp_path,
@@ -39,7 +42,7 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while True:
             try:
                 httpx.get(url + "/metrics", timeout=1)
@@ -47,24 +50,33 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
             except httpx.HTTPError:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def tool_call_line(version: str) -> str:
+    return (
+        'mcp_server_operation_duration_seconds_count{error_type="",'
+        'gen_ai_prompt_name="",gen_ai_tool_name="sharpen_claw",'
+        f'mcp_method_name="tools/call",mcp_protocol_version="{version}",'
+        'network_transport="tcp",rpc_response_status_code=""} 1.0'
+    )
+
+
+def test_quickstart_runs_as_written(tmp_path: Path) -> None:
+    with readme_server(tmp_path, "quickstart") as url:
 
         async def call() -> None:
             async with Client(url + "/mcp") as client:
                 await client.call_tool("sharpen_claw", {"level": 3})
 
         anyio.run(call)
-        expected = (
-            'mcp_server_operation_duration_seconds_count{error_type="",'
-            'gen_ai_prompt_name="",gen_ai_tool_name="sharpen_claw",'
-            'mcp_method_name="tools/call",mcp_protocol_version="2026-07-28",'
-            'network_transport="tcp",rpc_response_status_code=""} 1.0'
-        )
+        expected = tool_call_line("2026-07-28")
         # Recorded just after the last byte went to the client: poll for it.
         wait_for(lambda: expected in httpx.get(url + "/metrics").text)
         assert expected in (ROOT / "README.md").read_text()
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_license_and_project_urls() -> None:
@@ -92,25 +104,7 @@ def test_readme_starts_where_users_start() -> None:
 
 def test_fastmcp_wiring_runs_as_written(tmp_path: Path) -> None:
     pytest.importorskip("fastmcp")
-    port = free_port()
-    (tmp_path / "server.py").write_text(quickstart_source("fastmcp").replace("port=8000", f"port={port}"))
-    proc = subprocess.Popen(
-        [sys.executable, "server.py"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/metrics", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+    with readme_server(tmp_path, "fastmcp") as url:
         for mode in ("auto", "legacy"):
 
             async def call(mode: str = mode) -> None:
@@ -119,13 +113,5 @@ def test_fastmcp_wiring_runs_as_written(tmp_path: Path) -> None:
 
             anyio.run(call)
         for version in ("2026-07-28", "2025-11-25"):
-            expected = (
-                'mcp_server_operation_duration_seconds_count{error_type="",'
-                'gen_ai_prompt_name="",gen_ai_tool_name="sharpen_claw",'
-                f'mcp_method_name="tools/call",mcp_protocol_version="{version}",'
-                'network_transport="tcp",rpc_response_status_code=""} 1.0'
-            )
+            expected = tool_call_line(version)
             wait_for(lambda expected=expected: expected in httpx.get(url + "/metrics").text)  # type: ignore[misc]
-    finally:
-        proc.terminate()
-        proc.wait(10)
