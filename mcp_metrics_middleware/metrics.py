@@ -80,6 +80,7 @@ class OperationLabels(NamedTuple):
 
 
 OPERATION_LABELS = OperationLabels._fields
+_new_labels = tuple.__new__
 CLIENT_LABELS = ("mcp_client_name", "mcp_method_name", "error_type")
 ROUND_LABELS = ("mcp_method_name", "gen_ai_tool_name")
 IN_FLIGHT_LABELS = ("mcp_method_name", "gen_ai_tool_name")
@@ -606,9 +607,11 @@ class MCPMetrics:
             if error_type and error_type == str(op.code) and code == OTHER:
                 error_type = OTHER  # a custom code past the cap
                 self.overflow("error_type")
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (about 0.5 us per operation).
         labels = self.operation_labels(
-            OperationLabels(
-                method, tool, prompt, error_type, code, self.version_label(op.protocol_version), op.transport
+            _new_labels(
+                OperationLabels,
+                (method, tool, prompt, error_type, code, self.version_label(op.protocol_version), op.transport),
             )
         )
         client = self.client_labels(self.client_label(op.client_name), method, error_type)

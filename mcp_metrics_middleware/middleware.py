@@ -253,9 +253,10 @@ class MCPMetricsMiddleware:
 
     def _schedule_expiry(self, state: _LoopState) -> None:
         """Run the model's expiry when it next has work, whether or not traffic arrives."""
-        if state.timer is not None or state.loop is None:
-            return
-        deadline = state.model.next_deadline()
+        model = state.model
+        if state.timer is not None or state.loop is None or not (len(model.sessions) or len(model.parked)):
+            return  # nothing can expire (the common case: cheaper than asking for a deadline)
+        deadline = model.next_deadline()
         if deadline is None:
             return
         delay = max(deadline - self.clock(), _MIN_TIMER)
@@ -374,10 +375,12 @@ class _Tap:
         "receiving",
         "watch",
         "ended",
+        "clock",
     )
 
     def __init__(self, mw: MCPMetricsMiddleware, state: _LoopState, scope: Scope, receive: Receive, send: Send) -> None:
         self.mw = mw
+        self.clock = mw.clock
         self.state = state
         self.scope = scope
         self._receive = receive
@@ -412,11 +415,11 @@ class _Tap:
                 mtype = message["type"]
                 if mtype == "http.request":
                     more = message.get("more_body", False)
-                    exchange.request_body(self.mw.clock(), message.get("body", b""), more)
+                    exchange.request_body(self.clock(), message.get("body", b""), more)
                     if not more and not exchange.complete:
-                        self.state.wait(self, self.mw.clock())
+                        self.state.wait(self, self.clock())
                 elif mtype == "http.disconnect":
-                    exchange.disconnected(self.mw.clock())
+                    exchange.disconnected(self.clock())
             except Exception:
                 report_internal(self.mw.metrics)
         return message
@@ -437,7 +440,7 @@ class _Tap:
             return
         if watch.result().get("type") == "http.disconnect":
             try:
-                self.exchange.disconnected(self.mw.clock())
+                self.exchange.disconnected(self.clock())
             except Exception:
                 report_internal(self.mw.metrics)
 
@@ -447,20 +450,20 @@ class _Tap:
             await self._send(message)
         except BaseException:
             if exchange is not None:
-                exchange.disconnected(self.mw.clock())
+                exchange.disconnected(self.clock())
             raise
         if exchange is None:
             return
         try:
             mtype = message["type"]
             if mtype == "http.response.body":
-                exchange.response_body(self.mw.clock(), message.get("body", b""), message.get("more_body", False))
+                exchange.response_body(self.clock(), message.get("body", b""), message.get("more_body", False))
             elif mtype == "http.response.start":
                 status = message.get("status", 0)
                 # Starlette passes http.HTTPStatus members through: an int subclass.
                 status = int(status) if isinstance(status, int) else 0
                 headers = message.get("headers", ())
-                exchange.response_start(self.mw.clock(), status, headers)
+                exchange.response_start(self.clock(), status, headers)
                 if 300 <= status < 400:
                     self.mw._redirected(self.scope, status, dict(headers).get(b"location"))
         except Exception:
@@ -476,7 +479,7 @@ class _Tap:
         if exchange is None:
             return
         try:
-            exchange.end(self.mw.clock(), failure)
+            exchange.end(self.clock(), failure)
             self.mw._schedule_expiry(self.state)
         except Exception:
             report_internal(self.mw.metrics)

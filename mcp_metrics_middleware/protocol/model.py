@@ -378,6 +378,7 @@ class HTTPExchange:
     header_op: Operation | None = None
     traceparent: str | None = None
     last_chunk = 0.0  # when the response chunk being decoded was sent
+    note_chunks = 0  # chunks whose notifications are counted but not yet reported
 
     def __init__(self, server: ServerModel, now: float, method: str, headers: Mapping[bytes, bytes]) -> None:
         self.server = server
@@ -591,8 +592,13 @@ class HTTPExchange:
                     return
         elif data or not more:
             payloads = reader.feed(data, more)
-            if reader.notes:
-                self._notes(reader.notes)
+            notes = reader.notes
+            if notes:
+                # Counted in batches (one report per 64 notification chunks, and at the end):
+                # a report per progress event cost more than decoding it.
+                self.note_chunks += 1
+                if payloads or not more or self.note_chunks >= 64:
+                    self._notes(notes)
             if payloads:
                 if self.kind == SSE:
                     self._events(payloads, now)
@@ -625,6 +631,7 @@ class HTTPExchange:
         for method, n in notes.items():
             self.observer.message(SENT, NOTIFICATION, method.decode("utf-8", "replace"), n)
         notes.clear()
+        self.note_chunks = 0
 
     def _server_messages(self, messages: list[JSONRPCMessage], now: float) -> None:
         observer = self.observer
@@ -746,6 +753,8 @@ class HTTPExchange:
 
     def end(self, now: float, failure: str | None = None) -> None:
         """The app returned (``failure`` None), raised (``"exception"``) or was cancelled."""
+        if self.reader is not None and self.reader.notes:
+            self._notes(self.reader.notes)
         if self.started and not self.complete and self.cancelled_at is None:
             reader = self.reader
             if reader is not None and reader.pending:
