@@ -46,6 +46,7 @@ FIELDS = (
     "mcp_client_version",
     "trace_id",
     "span_id",
+    "tracestate",
 )
 
 
@@ -78,6 +79,7 @@ def log_operation(op: Operation) -> None:
         "mcp_client_version": _cap(op.client_version),
         "trace_id": op.trace_id,
         "span_id": op.span_id,
+        "tracestate": op.tracestate,
     }
     # %r: client-supplied text never forges a line of its own in a plain-text log.
     logger.info("%r %r %s %.1f ms", method, name, op.error_type or "ok", duration_ms, extra=extra)

@@ -454,3 +454,19 @@ def test_pipe_reused_ids_are_answered_in_order(registry: CollectorRegistry) -> N
     assert op_count(registry, "tools/call", "sharpen_claw", transport="pipe") == 1
     assert op_count(registry, "tools/call", "nap", "tool_error", transport="pipe") == 1
     assert total_ops(registry, error_type="no_response") == 0
+
+
+@pytest.mark.parametrize(
+    ("state", "kept"),
+    [("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7", True), ("x" * 600, False), ("bad\nline", False), (7, False)],
+)
+def test_tracestate_travels_with_a_valid_traceparent(registry: CollectorRegistry, state: Any, kept: bool) -> None:
+    m, _ = model(registry)
+    seen: list[Any] = []
+    m.observer.operation_finished = lambda op: seen.append(op.tracestate)  # type: ignore[method-assign]
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for meta in ({"traceparent": parent, "tracestate": state}, {"traceparent": "junk", "tracestate": state}):
+        exchange(
+            m, orjson.dumps(call(1, _meta=meta) | {"params": {"name": "nap", "_meta": meta}}), 200, JSON, [answer(1)]
+        )
+    assert seen == [state if kept else None, None]

@@ -63,7 +63,7 @@ from mcp_metrics_middleware.protocol.jsonrpc import (
 )
 from mcp_metrics_middleware.protocol.sse import notification_method
 from mcp_metrics_middleware.protocol.tables import BoundedTable
-from mcp_metrics_middleware.protocol.trace import parse_traceparent
+from mcp_metrics_middleware.protocol.trace import parse_traceparent, parse_tracestate
 
 # mcp_types.version.HANDSHAKE_PROTOCOL_VERSIONS: any other MCP-Protocol-Version header value
 # takes the 2026-07-28 path of the SDK's session manager.
@@ -103,6 +103,7 @@ class Operation:
         "meta",
         "trace_id",
         "span_id",
+        "tracestate",
         "error_type",
         "code",
         "vouched",
@@ -141,6 +142,7 @@ class Operation:
         self.meta: dict[str, Any] | None = None  # params._meta of the request
         self.trace_id: str | None = None  # W3C trace context: _meta.traceparent, else the header
         self.span_id: str | None = None
+        self.tracestate: str | None = None  # W3C tracestate that came with a valid traceparent
         self.error_type = ""
         self.code: int | None = None  # the JSON-RPC error code of the answer
         self.vouched = True  # false: the server refused the request; its name is not a label
@@ -226,12 +228,13 @@ def _client_info(op: Operation, meta: dict[str, Any]) -> None:
             op.client_version = version
 
 
-def _trace(op: Operation, value: object, observer: Observer) -> None:
+def _trace(op: Operation, value: object, observer: Observer, state: object = None) -> None:
     parsed = parse_traceparent(value)
     if parsed is None:
         observer.invalid_trace_context()
     else:
         op.trace_id, op.span_id = parsed
+        op.tracestate = parse_tracestate(state)
 
 
 class ServerModel:
@@ -377,6 +380,7 @@ class HTTPExchange:
     new_session: str | None = None
     header_op: Operation | None = None
     traceparent: str | None = None
+    tracestate: str | None = None
     last_chunk = 0.0  # when the response chunk being decoded was sent
     note_chunks = 0  # chunks whose notifications are counted but not yet reported
 
@@ -405,6 +409,9 @@ class HTTPExchange:
         value = headers.get(b"traceparent")
         if value is not None:
             self.traceparent = value.decode("latin-1")
+            value = headers.get(b"tracestate")
+            if value is not None:
+                self.tracestate = value.decode("latin-1")
 
     # -- the request ------------------------------------------------------------------------
 
@@ -448,7 +455,7 @@ class HTTPExchange:
     def _operation(self, method: str, name: str | None, kind: str, size: int) -> Operation:
         op = Operation(method, name, kind, self.start, size, self.version, TCP)
         if self.traceparent is not None:
-            _trace(op, self.traceparent, self.observer)
+            _trace(op, self.traceparent, self.observer, self.tracestate)
         session_id = self.session_id
         if session_id is not None:
             op.session_id = session_id
@@ -485,7 +492,7 @@ class HTTPExchange:
                     if CLIENT_INFO in meta:
                         _client_info(op, meta)
                     if "traceparent" in meta:
-                        _trace(op, meta["traceparent"], observer)
+                        _trace(op, meta["traceparent"], observer, meta.get("tracestate"))
                 if method == "initialize":
                     params = msg.raw.get("params")
                     if type(params) is dict and type(params.get("clientInfo")) is dict:
@@ -816,7 +823,7 @@ class PipeConnection:
         if meta is not None:
             op.meta = meta
             if "traceparent" in meta:
-                _trace(op, meta["traceparent"], self.observer)
+                _trace(op, meta["traceparent"], self.observer, meta.get("tracestate"))
         if self.session is not None:
             op.session_id = self.session.id
         return op

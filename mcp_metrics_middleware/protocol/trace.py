@@ -36,3 +36,20 @@ def parse_traceparent(value: object) -> tuple[str, str] | None:
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
     return trace_id, span_id
+
+
+_MAX_TRACESTATE = 512  # W3C: vendors SHOULD propagate at least 512 characters
+
+
+def parse_tracestate(value: object) -> str | None:
+    """A ``tracestate`` value kept as it came, or ``None`` if absent or not plausibly W3C.
+
+    Kept only alongside a valid ``traceparent``; at most 512 printable ASCII characters and 32
+    list members. It is passed on (to the log line), never interpreted.
+    See: https://www.w3.org/TR/trace-context/#tracestate-header
+    """
+    if type(value) is not str or not value or len(value) > _MAX_TRACESTATE:
+        return None
+    if not value.isascii() or not value.isprintable() or value.count(",") >= 32:
+        return None
+    return value
