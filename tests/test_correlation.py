@@ -249,6 +249,7 @@ def test_log_line_fields(registry: CollectorRegistry, caplog: pytest.LogCaptureF
         "mcp_client_version": None,
         "trace_id": TRACE,
         "span_id": "00f067aa0ba902b7",
+        "tracestate": None,
     }
     assert record.getMessage() == "'tools/call' 'sharpen_claw' -32050 3.0 ms"
 
