@@ -263,7 +263,7 @@ def loads(payload: bytes | bytearray, era: str = SERVER) -> Any:
             return _FAILED
         if era is not MODERN and _surrogate_escape(payload) and _has_surrogate(obj):
             return _FAILED
-    if era is not MODERN and (payload.count(b"[") + payload.count(b"{")) > HANDSHAKE_MAX_DEPTH:
+    if era is HANDSHAKE and (payload.count(b"[") + payload.count(b"{")) > HANDSHAKE_MAX_DEPTH:
         if _depth_over(obj, HANDSHAKE_MAX_DEPTH):
             return _FAILED
     return obj
