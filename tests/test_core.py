@@ -470,3 +470,25 @@ def test_tracestate_travels_with_a_valid_traceparent(registry: CollectorRegistry
             m, orjson.dumps(call(1, _meta=meta) | {"params": {"name": "nap", "_meta": meta}}), 200, JSON, [answer(1)]
         )
     assert seen == [state if kept else None, None]
+
+
+def test_pipe_fallback_from_2026_to_initialize(registry: CollectorRegistry) -> None:
+    # A 2026-07-28 client against an older stdio server: server/discover is refused, then the
+    # client initializes. The refused request keeps its own version; the rest use the negotiated.
+    m, _ = model(registry)
+    pipe = m.pipe(0.0)
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
+    pipe.client_bytes(
+        0.0, orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}) + b"\n"
+    )
+    pipe.server_bytes(0.1, b'{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}\n')
+    pipe.client_bytes(0.2, orjson.dumps({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {}}) + b"\n")
+    pipe.server_bytes(
+        0.3, orjson.dumps({"jsonrpc": "2.0", "id": 2, "result": {"protocolVersion": "2025-11-25"}}) + b"\n"
+    )
+    pipe.client_bytes(0.4, orjson.dumps(call(3)) + b"\n")
+    pipe.server_bytes(0.5, answer(3) + b"\n")
+    pipe.end(1.0)
+    assert op_count(registry, "server/discover", "", "", "-32601", "2026-07-28", transport="pipe") == 1
+    assert op_count(registry, "tools/call", "sharpen_claw", version="2025-11-25", transport="pipe") == 1
+    assert value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2025-11-25") == 1

@@ -77,8 +77,9 @@ async def test_everything_server_exact_counts(tmp_path: Path, mode: str) -> None
     }
     if mode == "auto":
         # The 2026 client asks server/discover first; this server (TS SDK 1.x) refuses it (-32601, the
-        # caller's mistake: not an error), and the client falls back to initialize.
-        expected[("server/discover", "", "", "-32601", "")] = 1
+        # caller's mistake: not an error), and the client falls back to initialize. The refused
+        # request is labelled with the version its _meta named; everything after, the negotiated one.
+        expected[("server/discover", "", "", "-32601", "2026-07-28")] = 1
     assert op_counts(samples, "pipe") == expected
     assert op_counts(samples, "tcp") == {}
     assert sample(samples, "mcp_server_sessions_active") == 1

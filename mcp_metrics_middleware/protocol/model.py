@@ -822,6 +822,9 @@ class PipeConnection:
         meta = msg.meta
         if meta is not None:
             op.meta = meta
+            version = meta.get(PROTOCOL_VERSION)
+            if type(version) is str:
+                op.protocol_version = version  # 2026-07-28: each request names its version
             if "traceparent" in meta:
                 _trace(op, meta["traceparent"], self.observer, meta.get("tracestate"))
         if self.session is not None:
@@ -863,7 +866,7 @@ class PipeConnection:
                         self.client_version = info.get("version") if type(info.get("version")) is str else None
                 meta = msg.meta
                 if meta is not None and self.session is None and msg.method != "initialize":
-                    # 2026-07-28: no initialize; each request names its version in _meta.
+                    # 2026-07-28: no initialize; the session starts with the first request.
                     version = meta.get(PROTOCOL_VERSION)
                     if type(version) is str:
                         self.version = version
@@ -924,9 +927,13 @@ class PipeConnection:
                     self.observer.message(SENT, kind, None)
                     continue
                 server.answer(op_, msg, now)
-                if op_.method == "initialize" and kind == RESPONSE and self.session is None:
+                if op_.method == "initialize" and kind == RESPONSE:
+                    # The negotiated version, also after a 2026-07-28 attempt fell back to it.
                     self.version = op_.protocol_version
-                    self._start_session(self.start)
+                    if self.session is None:
+                        self._start_session(self.start)
+                    else:
+                        self.session.protocol_version = self.version
 
     def _start_session(self, start: float) -> None:
         """The one session of this process: from initialize, or from the first 2026-07-28 request."""
