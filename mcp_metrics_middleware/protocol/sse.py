@@ -139,27 +139,30 @@ class SSEDecoder:
 
     def feed_messages(self, chunk: bytes) -> tuple[list[bytes], dict[bytes, int]]:
         """Decode one chunk the way the middleware consumes it (see the module docstring)."""
-        payloads: list[bytes] = []
-        counts: dict[bytes, int] = {}
         payload = self._one_sdk_event(chunk)
         if payload is not None:
-            if payload and payload is not _DROPPED:  # b"": a priming event
-                method = notification_method(payload)
-                if method is None:
-                    payloads.append(payload)
-                else:
-                    counts[method[14:]] = 1
-                    self._learn(method[14:])
-        else:
-            events: list[ServerSentEvent] = []
-            self._payloads = payloads
-            self._counts = counts
-            try:
-                self._run(chunk, events)
-                self._classify(events)
-            finally:
-                self._payloads = None
-                self._counts = {}
+            # The SDKs' one-event chunk, answered without the general bookkeeping (measured:
+            # 3.0 -> about 1.2 us per progress event).
+            if not payload or payload is _DROPPED:  # b"": a priming event
+                return [], {}
+            method = notification_method(payload)
+            if method is None:
+                return [payload], {}
+            methods = self._methods
+            if not methods or methods[0] != method[14:]:
+                self._learn(method[14:])
+            return [], {method: 1}
+        payloads: list[bytes] = []
+        counts: dict[bytes, int] = {}
+        events: list[ServerSentEvent] = []
+        self._payloads = payloads
+        self._counts = counts
+        try:
+            self._run(chunk, events)
+            self._classify(events)
+        finally:
+            self._payloads = None
+            self._counts = {}
         if counts:
             return payloads, {b"notifications/" + m: n for m, n in counts.items()}
         return payloads, counts
