@@ -146,9 +146,9 @@ async def test_sse_events_split_at_every_byte(registry: CollectorRegistry) -> No
 async def test_operation_ends_at_its_response_not_at_stream_end(
     registry: CollectorRegistry,
 ) -> None:
-    # Clock reads: exchange start, body read, the disconnect watch list, response start, the
-    # result chunk, the ping, the final empty chunk, the end.
-    clock = iter([0.0, 0.0, 0.0, 0.0, 0.5, 5.0, 50.0, 60.0, 70.0, 80.0])
+    # Clock reads: exchange start, body read (also the disconnect watch list's time), response
+    # start, the result chunk, the ping, the final empty chunk, the end.
+    clock = iter([0.0, 0.0, 0.0, 0.5, 5.0, 50.0, 60.0, 70.0, 80.0])
     app = mw(
         responder(200, SSE, [sse_event(result(1)), b": ping\r\n\r\n"], final_empty=True), registry
     )

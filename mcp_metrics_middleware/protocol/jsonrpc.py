@@ -277,6 +277,24 @@ def decode(payload: bytes | bytearray, era: str = SERVER) -> tuple[list[JSONRPCM
     members, ``"too_large"`` (no members are returned then).
     """
     head = payload[:1]
+    if head == b"{" and len(payload) <= _ORJSON_MAX:
+        # The common case, one small object: orjson accepting it settles the question (it
+        # refuses a BOM, NULs and everything else a stricter decoder would), so no other
+        # check is needed before the message is classified.
+        try:
+            obj = orjson.loads(payload)
+        except ValueError:
+            obj = loads(payload, era)  # decide by the era's decoder
+            if obj is _FAILED:
+                return [], "invalid_json"
+        else:
+            if era is HANDSHAKE and (payload.count(b"[") + payload.count(b"{")) > HANDSHAKE_MAX_DEPTH:
+                if _depth_over(obj, HANDSHAKE_MAX_DEPTH):
+                    return [], "invalid_json"
+        message = classify(obj, len(payload), era)
+        if message is None:
+            return [], "not_jsonrpc"
+        return [message], None
     if head == b"[" or (head in (b" ", b"\t", b"\r", b"\n") and payload.lstrip()[:1] == b"["):
         return _decode_batch(payload, era)
     obj = loads(payload, era)

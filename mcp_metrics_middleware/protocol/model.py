@@ -366,7 +366,7 @@ class HTTPExchange:
     version = ""
     era = HANDSHAKE
     header_method: str | None = None
-    header_name: str | None = None
+    header_name_raw: bytes | None = None  # Mcp-Name, undecoded (decoded only when it is used)
     request_buffer: bytearray | None = None
     request_size = 0
     request_done = False  # the whole body was seen (decoded or not)
@@ -403,9 +403,7 @@ class HTTPExchange:
         value = headers.get(b"mcp-method")
         if value is not None:
             self.header_method = value.decode("latin-1")
-            value = headers.get(b"mcp-name")
-            if value is not None:
-                self.header_name = header_name(value.decode("latin-1"))
+            self.header_name_raw = headers.get(b"mcp-name")
         value = headers.get(b"traceparent")
         if value is not None:
             self.traceparent = value.decode("latin-1")
@@ -523,7 +521,8 @@ class HTTPExchange:
         if method in ("tools/call", "prompts/get") and self.era is MODERN:
             # Only 2026-07-28 servers refuse a body that disagrees with Mcp-Name (-32020);
             # a handshake-era server never reads the header, so it names nothing there.
-            name = self.header_name
+            raw = self.header_name_raw
+            name = None if raw is None else header_name(raw.decode("latin-1"))
         op = self._operation(method, name, REQUEST, 0)
         op.name_from_header = True
         self.ops.append(op)
@@ -594,8 +593,13 @@ class HTTPExchange:
                         self.reader = BodyReader(JSON, b"", 0, _ignore)
                         self.reader.skipped = True
                     else:
-                        self._json_payload(data, now)
-                    self._settle(now, None)
+                        messages, reason = decode(data, SERVER)
+                        if reason is not None:
+                            self.observer.parse_error(reason)
+                        if messages:
+                            self._server_messages(messages, now)
+                    if self.ops:
+                        self._settle(now, None)
                     return
         elif data or not more:
             payloads = reader.feed(data, more)
@@ -766,7 +770,8 @@ class HTTPExchange:
             reader = self.reader
             if reader is not None and reader.pending:
                 self.observer.parse_error("truncated")  # the app returned mid-message
-        self._settle(now if self.cancelled_at is None else self.cancelled_at, failure)
+        if self.pending or not self.complete or not all(op.done or op.parked for op in self.ops):
+            self._settle(now if self.cancelled_at is None else self.cancelled_at, failure)
         status = self.status if self.started else 0
         if failure == "exception" and not self.started:
             status = 500
