@@ -61,7 +61,7 @@ from mcp_metrics_middleware.protocol.jsonrpc import (
     JSONRPCMessage,
     decode,
 )
-from mcp_metrics_middleware.protocol.sse import notification_method
+from mcp_metrics_middleware.protocol.sse import notification_method, sdk_event
 from mcp_metrics_middleware.protocol.tables import BoundedTable
 from mcp_metrics_middleware.protocol.trace import parse_traceparent, parse_tracestate
 
@@ -383,6 +383,8 @@ class HTTPExchange:
     tracestate: str | None = None
     last_chunk = 0.0  # when the response chunk being decoded was sent
     note_chunks = 0  # chunks whose notifications are counted but not yet reported
+    notes: dict[bytes, int] | None = None  # those counts, for chunks decoded without a reader
+    sse_events = 0  # SSE chunks taken whole without a decoder (see response_body)
 
     def __init__(self, server: ServerModel, now: float, method: str, headers: Mapping[bytes, bytes]) -> None:
         self.server = server
@@ -548,7 +550,9 @@ class HTTPExchange:
             content_type = found.get(b"content-type")
         self.kind = kind = content_kind(content_type)
         encoding = found.get(b"content-encoding")
-        if kind != OPAQUE and (encoding is not None or kind == SSE):
+        # An uncompressed SSE stream gets its decoder only when a chunk needs one (see
+        # response_body): most carry one whole event in the SDKs' framing.
+        if kind != OPAQUE and encoding is not None:
             self.reader = BodyReader(
                 kind, encoding or b"", self.server.max_body_size, self.observer.parse_error, self._sink
             )
@@ -581,7 +585,44 @@ class HTTPExchange:
         self.last_chunk = now
         reader = self.reader
         if reader is None:
-            if self.kind == JSON and data:
+            kind = self.kind
+            if kind == SSE:
+                if data:
+                    payload = sdk_event(data, self.server.max_body_size)
+                    if payload is not None:
+                        # One whole event in the SDKs' framing: no decoder needed.
+                        self.sse_events += 1
+                        if payload:  # b"": a priming event
+                            method = notification_method(payload)
+                            if method is None:
+                                self._flush_notes()
+                                messages, reason = decode(payload, SERVER)
+                                if reason is not None:
+                                    self.observer.parse_error(reason)
+                                if messages:
+                                    self._server_messages(messages, now)
+                            else:
+                                notes = self.notes
+                                if notes is None:
+                                    notes = self.notes = {}
+                                notes[method] = notes.get(method, 0) + 1
+                                self.note_chunks += 1
+                                if self.note_chunks >= 64:
+                                    self._flush_notes()
+                        if not more:
+                            self._flush_notes()
+                            self.complete = True
+                            self._settle(now, None)
+                        return
+                    reader = self._sse_reader()
+                elif not more:
+                    self._flush_notes()
+                    self.complete = True
+                    self._settle(now, None)
+                    return
+                else:
+                    return
+            elif kind == JSON and data:
                 if more:
                     reader = self.reader = BodyReader(JSON, b"", self.server.max_body_size, self.observer.parse_error)
                     reader.feed(data, more)
@@ -601,7 +642,7 @@ class HTTPExchange:
                     if self.ops:
                         self._settle(now, None)
                     return
-        elif data or not more:
+        if reader is not None and (data or not more):
             payloads = reader.feed(data, more)
             notes = reader.notes
             if notes:
@@ -611,16 +652,26 @@ class HTTPExchange:
                 if payloads or not more or self.note_chunks >= 64:
                     self._notes(notes)
             if payloads:
-                if self.kind == SSE:
-                    self._events(payloads, now)
-                else:
-                    for payload in payloads:
-                        self._json_payload(payload, now)
+                self._events(payloads, now)  # JSON: the one body; SSE: the events
         if not more:
             self.complete = True
             if reader is not None and self.kind == SSE and reader.pending:
                 self.observer.parse_error("truncated")
             self._settle(now, None)
+
+    def _sse_reader(self) -> BodyReader:
+        """The SSE decoder, from the first chunk that is not one whole SDK-framed event."""
+        self._flush_notes()
+        reader = self.reader = BodyReader(SSE, b"", self.server.max_body_size, self.observer.parse_error, self._sink)
+        if self.sse_events:
+            assert reader.sse is not None
+            reader.sse.resume()
+        return reader
+
+    def _flush_notes(self) -> None:
+        notes = self.notes
+        if notes:
+            self._notes(notes)
 
     def _sink(self, payloads: list[bytes | bytearray]) -> None:
         """Events of a compressed stream, handed on as they inflate (the time of their chunk)."""
@@ -764,6 +815,8 @@ class HTTPExchange:
 
     def end(self, now: float, failure: str | None = None) -> None:
         """The app returned (``failure`` None), raised (``"exception"``) or was cancelled."""
+        if self.notes:
+            self._notes(self.notes)
         if self.reader is not None and self.reader.notes:
             self._notes(self.reader.notes)
         if self.started and not self.complete and self.cancelled_at is None:

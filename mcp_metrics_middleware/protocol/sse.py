@@ -69,6 +69,26 @@ def notification_method(payload: bytes) -> bytes | None:
     return None
 
 
+def sdk_event(chunk: bytes, max_event_size: int) -> bytes | None:
+    """The data of a chunk that is exactly one event in the SDKs' framing, else ``None``.
+
+    ``b"event: message\r\ndata: <data>\r\n\r\n"`` with no other line break, and data within
+    ``max_event_size`` (as :class:`SSEDecoder` counts it, before anything is copied): a
+    decoder at an event boundary would dispatch exactly this one "message" event with this
+    data (``b""``: a priming event, which is skipped), so a caller that has seen only such
+    chunks may skip the decoder (see :meth:`SSEDecoder.resume` for handing over to one).
+    """
+    if (
+        chunk[:22] == _SDK_PREFIX
+        and chunk[-4:] == b"\r\n\r\n"
+        and len(chunk) - 25 <= max_event_size  # the data and its LF
+        and _find(chunk, b"\r", 22, -4) == -1
+        and _find(chunk, b"\n", 22, -4) == -1
+    ):
+        return chunk[22:-4]
+    return None
+
+
 # The bulk framings, by the terminator of the chunk's line endings: (head, event type).
 _HEADS = {
     terminator: (
@@ -114,6 +134,13 @@ class SSEDecoder:
         # Notification methods seen, most recent first: the bulk path counts these by search.
         self._methods: list[bytes] = [b"progress", b"message"]
 
+    def resume(self) -> None:
+        """Decode from here as the continuation of a stream that has begun (at an event boundary).
+
+        Only the first line of a stream may start with a byte order mark, so one is not stripped.
+        """
+        self._first_line = False
+
     @property
     def pending(self) -> bool:
         """True when a partial line or an undispatched event is buffered."""
@@ -131,8 +158,7 @@ class SSEDecoder:
         events: list[ServerSentEvent] = []
         payload = self._one_sdk_event(chunk)
         if payload is not None:
-            if payload is not _DROPPED:
-                events.append(_new_event(ServerSentEvent, (b"message", payload, self._id)))
+            events.append(_new_event(ServerSentEvent, (b"message", payload, self._id)))
             return events
         self._run(chunk, events)
         return events
@@ -143,7 +169,7 @@ class SSEDecoder:
         if payload is not None:
             # The SDKs' one-event chunk, answered without the general bookkeeping (measured:
             # 3.0 -> about 1.2 us per progress event).
-            if not payload or payload is _DROPPED:  # b"": a priming event
+            if not payload:  # b"": a priming event
                 return [], {}
             method = notification_method(payload)
             if method is None:
@@ -172,24 +198,16 @@ class SSEDecoder:
     def _one_sdk_event(self, chunk: bytes) -> bytes | None:
         """The MCP SDKs' framing, one whole event per chunk: its data, or None (not that shape).
 
-        b"event: message\\r\\ndata: <json>\\r\\n\\r\\n"; same result as the general path.
+        Same result as the general path, which takes every other chunk (an oversized event too).
         """
-        if (
-            chunk[:22] == _SDK_PREFIX
-            and chunk[-4:] == b"\r\n\r\n"
-            and not (self._line or self._data is not None or self._after_cr or self._skip_line)
-            and not self._skip_event
-            and chunk.find(b"\r", 22, -4) == -1
-            and chunk.find(b"\n", 22, -4) == -1
-        ):
+        if self._line or self._data is not None or self._after_cr or self._skip_line or self._skip_event:
+            return None
+        payload = sdk_event(chunk, self.max_event_size)
+        if payload is not None:
             self._first_line = False
             self._event = b""
             self._data_size = 0
-            if len(chunk) - 25 > self.max_event_size:  # the data and its LF, before copying
-                self.oversized += 1
-                return _DROPPED
-            return chunk[22:-4]
-        return None
+        return payload
 
     def _classify(self, events: list[ServerSentEvent]) -> None:
         payloads = self._payloads
@@ -584,6 +602,3 @@ class SSEDecoder:
         self._skip_event = True
         self._data = None
         self._data_size = 0
-
-
-_DROPPED = b"\x00dropped"  # a sentinel object (compared by identity)
