@@ -492,3 +492,78 @@ def test_pipe_fallback_from_2026_to_initialize(registry: CollectorRegistry) -> N
     assert op_count(registry, "server/discover", "", "", "-32601", "2026-07-28", transport="pipe") == 1
     assert op_count(registry, "tools/call", "sharpen_claw", version="2025-11-25", transport="pipe") == 1
     assert value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2025-11-25") == 1
+
+
+# -- the same records however the response is chunked ------------------------------------------
+# The model takes whole SDK-framed events and one-message JSON bodies without a decoder, and
+# hands over to the decoder at the first chunk that needs one. Every way of cutting a stream
+# must give the records of the whole stream.
+
+PROGRESS = orjson.dumps(
+    {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}}
+)
+LOG = orjson.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}})
+ANSWER = answer(1)
+
+
+def _cuts(events: list[bytes]) -> dict[str, list[bytes]]:
+    stream = b"".join(events)
+    third = len(stream) // 3
+    mixed = [*events[:2], events[2][:7], events[2][7:], *events[3:]] if len(events) > 2 else events
+    return {
+        "whole events": events,
+        "one chunk": [stream],
+        "bytes": [stream[i : i + 1] for i in range(len(stream))],
+        "thirds": [stream[:third], stream[third : 2 * third], stream[2 * third :]],
+        # Whole events, then a split one, then whole events again: the decoder takes over mid-stream.
+        "whole, split, whole": mixed,
+        "empty chunks between": [piece for event in events for piece in (event, b"")],
+    }
+
+
+@pytest.mark.parametrize("cut", ["whole events", "one chunk", "bytes", "thirds", "whole, split, whole", "empty chunks between"])
+def test_sse_records_do_not_depend_on_chunking(registry: CollectorRegistry, cut: str) -> None:
+    m, _ = model(registry)
+    events = [b"event: message\r\ndata: \r\n\r\n", sse(PROGRESS), sse(LOG), sse(PROGRESS), sse(ANSWER)]
+    exchange(m, orjson.dumps(call(1)), 200, SSE, [*_cuts(events)[cut], b""])
+    assert op_count(registry, "tools/call", "sharpen_claw") == 1
+    assert total_ops(registry) == 1
+    assert parse_errors(registry) == {}
+    sent = "mcp_server_messages_total"
+    assert value(registry, sent, direction="sent", message_type="notification", mcp_method_name="notifications/progress") == 2
+    assert value(registry, sent, direction="sent", message_type="notification", mcp_method_name="notifications/message") == 1
+    assert value(registry, sent, direction="sent", message_type="response", mcp_method_name="tools/call") == 1
+    size = value(
+        registry,
+        "mcp_server_operation_payload_bytes_sum",
+        direction="response",
+        mcp_method_name="tools/call",
+        gen_ai_tool_name="sharpen_claw",
+    )
+    assert size == len(ANSWER)
+    assert in_flight_total(registry) == 0
+
+
+@pytest.mark.parametrize("cut", ["one chunk", "bytes", "thirds", "empty chunks between"])
+def test_json_records_do_not_depend_on_chunking(registry: CollectorRegistry, cut: str) -> None:
+    m, _ = model(registry)
+    exchange(m, orjson.dumps(call(1)), 200, JSON, [*_cuts([ANSWER])[cut], b""])
+    assert op_count(registry, "tools/call", "sharpen_claw") == 1
+    assert total_ops(registry) == 1
+    assert parse_errors(registry) == {}
+    size = value(
+        registry,
+        "mcp_server_operation_payload_bytes_sum",
+        direction="response",
+        mcp_method_name="tools/call",
+        gen_ai_tool_name="sharpen_claw",
+    )
+    assert size == len(ANSWER)
+
+
+def test_an_oversized_whole_event_goes_to_the_decoder_and_is_counted(registry: CollectorRegistry) -> None:
+    m, _ = model(registry, max_body_size=200)
+    big = sse(b'{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"' + b"x" * 300 + b'"}}')
+    exchange(m, orjson.dumps(call(1)), 200, SSE, [sse(PROGRESS), big, sse(ANSWER), b""])
+    assert parse_errors(registry) == {"too_large": 1}
+    assert op_count(registry, "tools/call", "sharpen_claw") == 1  # the answer after it still counts

@@ -625,7 +625,6 @@ class HTTPExchange:
             elif kind == JSON and data:
                 if more:
                     reader = self.reader = BodyReader(JSON, b"", self.server.max_body_size, self.observer.parse_error)
-                    reader.feed(data, more)
                 else:
                     # The common case: the whole JSON body in one message.
                     self.complete = True
