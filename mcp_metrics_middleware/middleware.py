@@ -481,7 +481,7 @@ class _Tap:
         try:
             exchange.end(self.mw.clock(), failure)
             state = self.state
-            if state.timer is None and (state.model.sessions or state.model.parked):
+            if state.timer is None and (state.model.sessions.entries or state.model.parked.entries):
                 self.mw._schedule_expiry(state)
         except Exception:
             report_internal(self.mw.metrics)

@@ -567,3 +567,25 @@ def test_an_oversized_whole_event_goes_to_the_decoder_and_is_counted(registry: C
     exchange(m, orjson.dumps(call(1)), 200, SSE, [sse(PROGRESS), big, sse(ANSWER), b""])
     assert parse_errors(registry) == {"too_large": 1}
     assert op_count(registry, "tools/call", "sharpen_claw") == 1  # the answer after it still counts
+
+
+@pytest.mark.parametrize("kind", ["json", "json in chunks", "sse", "text"])
+def test_a_body_never_read_is_one_operation_by_its_headers(registry: CollectorRegistry, kind: str) -> None:
+    # A 2026-07-28 request refused before the app read its body (a Host check, say), answered
+    # with a body that holds no JSON-RPC message: the one operation its headers named.
+    m, _ = model(registry)
+    headers = {b"mcp-protocol-version": b"2026-07-28", b"mcp-method": b"tools/call", b"mcp-name": b"nap"}
+    body = b'{"detail": "Invalid Host header"}'
+    ex = m.http_exchange(0.0, "POST", headers)
+    content_type = {"sse": SSE, "text": [(b"content-type", b"text/plain")]}.get(kind, JSON)
+    ex.response_start(0.1, 421, content_type)
+    if kind == "json in chunks":
+        ex.response_body(0.2, body[:5], True)
+        ex.response_body(0.2, body[5:], True)
+        ex.response_body(0.2, b"", False)
+    else:
+        ex.response_body(0.2, sse(body) if kind == "sse" else body, False)
+    ex.end(0.3)
+    assert total_ops(registry) == 1
+    assert op_count(registry, "tools/call", "_OTHER", "421", version="2026-07-28") == 1
+    assert in_flight_total(registry) == 0

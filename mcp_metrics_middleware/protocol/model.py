@@ -638,7 +638,7 @@ class HTTPExchange:
                             self.observer.parse_error(reason)
                         if messages:
                             self._server_messages(messages, now)
-                    if self.ops:
+                    if self.ops or self.header_method is not None:
                         self._settle(now, None)
                     return
         if reader is not None and (data or not more):
@@ -822,7 +822,13 @@ class HTTPExchange:
             reader = self.reader
             if reader is not None and reader.pending:
                 self.observer.parse_error("truncated")  # the app returned mid-message
-        if self.pending or not self.complete or not all(op.done or op.parked for op in self.ops):
+        settle = self.pending or not self.complete or (not self.ops and self.header_method is not None)
+        if not settle:
+            for op in self.ops:
+                if not (op.done or op.parked):
+                    settle = True
+                    break
+        if settle:
             self._settle(now if self.cancelled_at is None else self.cancelled_at, failure)
         status = self.status if self.started else 0
         if failure == "exception" and not self.started:

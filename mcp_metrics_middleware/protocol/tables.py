@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -18,7 +18,7 @@ class BoundedTable(Generic[K, V]):
     only at the front.
     """
 
-    __slots__ = ("max_size", "timeout", "_entries")
+    __slots__ = ("max_size", "timeout", "_entries", "entries")
 
     def __init__(self, max_size: int, timeout: float) -> None:
         if max_size < 1:
@@ -26,6 +26,8 @@ class BoundedTable(Generic[K, V]):
         self.max_size = max_size
         self.timeout = timeout
         self._entries: OrderedDict[K, tuple[V, float]] = OrderedDict()
+        # Read-only: the same mapping, for a truth test that costs no method call.
+        self.entries: Mapping[K, tuple[V, float]] = self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
