@@ -25,7 +25,8 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -61,7 +62,7 @@ from mcp_metrics_middleware.config import (
     SESSION_DURATION_BUCKETS,
     STANDARD_ERROR_CODES,
 )
-from mcp_metrics_middleware.logs import log_operation, logger
+from mcp_metrics_middleware.logs import log_operation, logger, report_internal
 from mcp_metrics_middleware.multiprocess import multiproc_dir
 from mcp_metrics_middleware.protocol.jsonrpc import REQUEST, RESPONSE
 from mcp_metrics_middleware.protocol.model import RECEIVED, SENT, Operation, Session
@@ -119,6 +120,8 @@ _by_registry_lock = threading.Lock()
 Row = list[float]  # a histogram row: [count per bucket..., count in +Inf, sum]
 # The latest exemplar of each bucket of one row: bucket index -> (trace_id, span_id, value, unix time).
 Exemplars = dict[int, tuple[str, str | None, float, float]]
+_FOLD_AT = 256  # queued observer events recorded at once on the serving thread
+_FOLD_FORCE = 16384  # past this many queued, the serving thread waits for a fold in progress
 _log_enabled = logger.isEnabledFor  # cached per level by logging: the disabled path is one call
 _INFO = logging.INFO
 
@@ -155,6 +158,7 @@ class _FastStore(Collector):
         self.overflow = dict.fromkeys(LABELS_WITH_OVERFLOW, 0.0)
         self.sessions_active = 0.0
         self.near_misses = 0.0
+        self.before_collect: Callable[[], None] | None = None  # the recorder's fold
 
     # -- the request path -------------------------------------------------------------------
 
@@ -177,11 +181,13 @@ class _FastStore(Collector):
         message: tuple[str, str, str] | None = None,
         client: tuple[str, str, str] | None = None,
         trace: tuple[str, str | None] | None = None,
+        walltime: float | None = None,
     ) -> None:
         """An operation finished (``labels`` None: withdrawn) and ``message``, its answer, was sent.
 
         ``client``: its per-client label set (only with ``labels``); ``trace``: (trace id,
-        span id), kept as the exemplar of the bucket the duration landed in.
+        span id), kept as the exemplar of the bucket the duration landed in, stamped
+        ``walltime`` (Unix seconds; default: now).
         """
         with self.lock:
             if in_flight is not None:
@@ -202,7 +208,7 @@ class _FastStore(Collector):
                     exemplars = self.exemplars.get(labels)
                     if exemplars is None:
                         exemplars = self.exemplars[labels] = {}
-                    exemplars[index] = (trace[0], trace[1], duration, time.time())
+                    exemplars[index] = (trace[0], trace[1], duration, time.time() if walltime is None else walltime)
                 if client is not None:
                     rows = self.clients
                     row = rows.get(client)
@@ -317,6 +323,8 @@ class _FastStore(Collector):
         return family
 
     def collect(self) -> Iterator[Metric]:
+        if self.before_collect is not None:
+            self.before_collect()  # record every event that happened before this scrape
         # Copy under the lock (a few microseconds per thousand series); render outside it.
         with self.lock:
             operations = {k: v[:] for k, v in self.operations.items()}
@@ -434,6 +442,7 @@ class _ClientStore:
         message: tuple[str, str, str] | None = None,
         client: tuple[str, str, str] | None = None,
         trace: tuple[str, str | None] | None = None,
+        walltime: float | None = None,
     ) -> None:
         # ``trace`` is dropped: multiprocess files cannot carry exemplars.
         if in_flight is not None:
@@ -581,6 +590,11 @@ class MCPMetrics:
         if registry is not None:
             registry.register(self.static)
         self.store = store
+        self._events: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._fold_lock = threading.Lock()
+        self._fold_at = 1 if self.multiprocess else _FOLD_AT
+        if isinstance(store, _FastStore):
+            store.before_collect = self.fold
         self.overflow = store.label_overflow
         self.parse_error = store.parse_error
         self.near_miss = store.near_miss
@@ -597,8 +611,78 @@ class MCPMetrics:
             return metrics
 
     # -- the observer interface (protocol.model.Observer) -----------------------------------
+    # Each event is queued, in order, and recorded by fold(): every _FOLD_AT events on the
+    # serving thread, and before every scrape. Recording a few hundred events in one loop
+    # costs about 4 us less per tools/call than recording each as it happens (the label
+    # policy and the store stay warm in the CPU caches); a scrape always sees every event.
+
+    def _queue(self, handler: Callable[[Any], None], item: Any) -> None:
+        queue = self._events
+        queue.append((handler, item))
+        if len(queue) >= self._fold_at:
+            self._fold_soon()
 
     def operation_started(self, op: Operation) -> None:
+        self._queue(self._record_started, op)
+
+    def operation_finished(self, op: Operation) -> None:
+        if op.trace_id is None:
+            self._queue(self._record_finished, op)
+        else:
+            self._queue(self._record_traced, (op, time.time()))  # the exemplar's timestamp
+        if _log_enabled(_INFO):
+            log_operation(op)  # logged as it happens
+
+    def operation_withdrawn(self, op: Operation) -> None:
+        self._queue(self._record_withdrawn, op)
+
+    def message(self, direction: str, kind: str, method: str | None, n: int = 1) -> None:
+        self._queue(self._record_message, (direction, kind, method, n))
+
+    def names_listed(self, method: str, names: Sequence[Any]) -> None:
+        self._queue(self._record_names, (method, names))
+
+    def session_started(self, session: Session) -> None:
+        self._queue(self._record_session_started, session)
+
+    def session_ended(self, session: Session, end: float) -> None:
+        self._queue(self._record_session_ended, (session, end))
+
+    def http_request(self, method: str, status: int, duration: float) -> None:
+        self._queue(self._record_http, (method, status, duration))
+
+    def fold(self) -> None:
+        """Record every queued event now (a scrape does this first; so may a test).
+
+        Thread-safe: events are recorded in order by one thread at a time. Never raises: an
+        event that fails to record is counted as ``internal`` and the rest are recorded.
+        """
+        with self._fold_lock:
+            self._drain()
+
+    def _fold_soon(self) -> None:
+        """Fold from the serving thread, unless another thread is folding (then it will)."""
+        if self.multiprocess:
+            self.fold()  # another process scrapes: nothing else would fold these
+        elif self._fold_lock.acquire(blocking=False):
+            try:
+                self._drain()
+            finally:
+                self._fold_lock.release()
+        elif len(self._events) >= _FOLD_FORCE:
+            self.fold()  # a fold in progress is not keeping up: wait for it, bounded memory
+
+    def _drain(self) -> None:
+        pop = self._events.popleft
+        # At most what is queued now: events that arrive meanwhile wait for the next fold.
+        for _ in range(len(self._events)):
+            handler, item = pop()
+            try:
+                handler(item)
+            except Exception:
+                report_internal(self)
+
+    def _record_started(self, op: Operation) -> None:
         method = op.method
         if method not in KNOWN_METHODS:
             method = self.method_label(method)
@@ -614,7 +698,7 @@ class MCPMetrics:
         op.slot = (method, key)
         self.store.start(key, (RECEIVED, op.kind, method))
 
-    def operation_finished(self, op: Operation) -> None:
+    def _record_finished(self, op: Operation, walltime: float | None = None) -> None:
         # The hot path: each label takes its common value with one set lookup, and the
         # policy methods below decide everything else.
         method, gauge = op.slot
@@ -661,31 +745,45 @@ class MCPMetrics:
             client = self.client_labels(client_name, method, error_type)
         trace = None if op.trace_id is None else (op.trace_id, op.span_id)
         self.store.operation(
-            gauge, labels, op.end - op.start, (method, tool), op.request_size, op.response_size, message, client, trace
+            gauge,
+            labels,
+            op.end - op.start,
+            (method, tool),
+            op.request_size,
+            op.response_size,
+            message,
+            client,
+            trace,
+            walltime,
         )
-        if _log_enabled(_INFO):
-            log_operation(op)
 
-    def operation_withdrawn(self, op: Operation) -> None:
+    def _record_traced(self, item: tuple[Operation, float]) -> None:
+        self._record_finished(item[0], item[1])
+
+    def _record_withdrawn(self, op: Operation) -> None:
         _method, gauge = op.slot
         if gauge is not None:
             self.store.operation(gauge, None, 0.0, None, 0, 0)
 
-    def message(self, direction: str, kind: str, method: str | None, n: int = 1) -> None:
+    def _record_message(self, item: tuple[str, str, str | None, int]) -> None:
+        direction, kind, method, n = item
         self.store.message((direction, kind, self.method_label(method, n)), n)
 
-    def names_listed(self, method: str, names: Sequence[Any]) -> None:
+    def _record_names(self, item: tuple[str, Sequence[Any]]) -> None:
+        method, names = item
         self._learn(self.tools if method == "tools/list" else self.prompts, names)
 
-    def session_started(self, session: Session) -> None:
+    def _record_session_started(self, session: Session) -> None:
         self.store.session_started()
 
-    def session_ended(self, session: Session, end: float) -> None:
+    def _record_session_ended(self, item: tuple[Session, float]) -> None:
+        session, end = item
         # The version's overflow was counted when the initialize answer was recorded.
         version = self.version_label(session.protocol_version, count=False)
         self.store.session_ended(version, max(0.0, end - session.start))
 
-    def http_request(self, method: str, status: int, duration: float) -> None:
+    def _record_http(self, item: tuple[str, int, float]) -> None:
+        method, status, duration = item
         if method not in KNOWN_HTTP_METHODS:
             method = self.http_method_label(method)
         self.store.http_request((method, _STATUS_LABELS.get(status, "")), duration)
@@ -755,10 +853,14 @@ class MCPMetrics:
 
     def learn_tools(self, names: Iterable[Any]) -> None:
         """Admit tool names the server offers (e.g. from its own tool list)."""
-        self._learn(self.tools, names)
+        with self._fold_lock:
+            self._drain()
+            self._learn(self.tools, names)
 
     def learn_prompts(self, names: Iterable[Any]) -> None:
-        self._learn(self.prompts, names)
+        with self._fold_lock:
+            self._drain()
+            self._learn(self.prompts, names)
 
     def operation_labels(self, labels: OperationLabels) -> OperationLabels:
         """Apply the series cap to a full operation label set."""

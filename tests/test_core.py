@@ -215,8 +215,8 @@ def test_a_forged_header_name_is_never_learned(registry: CollectorRegistry) -> N
     ex.response_start(0.1, 200, JSON)
     ex.response_body(0.2, answer(1), False)
     ex.end(0.3)
+    assert op_count(registry, "tools/call", "_OTHER") == 1  # a scrape: every event recorded
     assert "forged_tool" not in metrics.tools
-    assert op_count(registry, "tools/call", "_OTHER") == 1
 
 
 # -- redirects are transport events (fault 2) -----------------------------------------------------
@@ -521,7 +521,9 @@ def _cuts(events: list[bytes]) -> dict[str, list[bytes]]:
     }
 
 
-@pytest.mark.parametrize("cut", ["whole events", "one chunk", "bytes", "thirds", "whole, split, whole", "empty chunks between"])
+@pytest.mark.parametrize(
+    "cut", ["whole events", "one chunk", "bytes", "thirds", "whole, split, whole", "empty chunks between"]
+)
 def test_sse_records_do_not_depend_on_chunking(registry: CollectorRegistry, cut: str) -> None:
     m, _ = model(registry)
     events = [b"event: message\r\ndata: \r\n\r\n", sse(PROGRESS), sse(LOG), sse(PROGRESS), sse(ANSWER)]
@@ -530,8 +532,14 @@ def test_sse_records_do_not_depend_on_chunking(registry: CollectorRegistry, cut:
     assert total_ops(registry) == 1
     assert parse_errors(registry) == {}
     sent = "mcp_server_messages_total"
-    assert value(registry, sent, direction="sent", message_type="notification", mcp_method_name="notifications/progress") == 2
-    assert value(registry, sent, direction="sent", message_type="notification", mcp_method_name="notifications/message") == 1
+    assert (
+        value(registry, sent, direction="sent", message_type="notification", mcp_method_name="notifications/progress")
+        == 2
+    )
+    assert (
+        value(registry, sent, direction="sent", message_type="notification", mcp_method_name="notifications/message")
+        == 1
+    )
     assert value(registry, sent, direction="sent", message_type="response", mcp_method_name="tools/call") == 1
     size = value(
         registry,
@@ -589,3 +597,57 @@ def test_a_body_never_read_is_one_operation_by_its_headers(registry: CollectorRe
     assert total_ops(registry) == 1
     assert op_count(registry, "tools/call", "_OTHER", "421", version="2026-07-28") == 1
     assert in_flight_total(registry) == 0
+
+
+# -- the recorder folds queued events: a scrape sees every one ----------------------------------
+
+
+def test_a_scrape_sees_every_event_before_any_fold(registry: CollectorRegistry) -> None:
+    m, metrics = model(registry)
+    exchange(m, orjson.dumps(call(1)), 200, JSON, [answer(1)])
+    assert len(metrics._events) == 3  # started, finished, the HTTP request: none recorded yet
+    assert op_count(registry, "tools/call", "sharpen_claw") == 1
+    assert (
+        value(
+            registry,
+            "mcp_http_server_request_duration_seconds_count",
+            http_request_method="POST",
+            http_response_status_code="200",
+        )
+        == 1
+    )
+    assert len(metrics._events) == 0
+
+
+def test_the_serving_thread_folds_every_fold_at_events(registry: CollectorRegistry) -> None:
+    from mcp_metrics_middleware.metrics import _FOLD_AT
+
+    m, metrics = model(registry)
+    for i in range(_FOLD_AT):  # three events each
+        exchange(m, orjson.dumps(call(i)), 200, JSON, [answer(i)])
+    assert len(metrics._events) < _FOLD_AT
+    folded = metrics.store.operations  # read without a scrape
+    assert sum(row[-2] + sum(row[:-2]) for row in folded.values()) >= _FOLD_AT
+
+
+def test_an_event_that_fails_to_record_is_counted_and_the_rest_recorded(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m, metrics = model(registry)
+    calls = 0
+    real = metrics._record_http
+
+    def flaky(item: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug of ours")
+        real(item)
+
+    monkeypatch.setattr(metrics, "_record_http", flaky)
+    exchange(m, orjson.dumps(call(1)), 200, JSON, [answer(1)])
+    exchange(m, orjson.dumps(call(2)), 200, JSON, [answer(2)])
+    assert parse_errors(registry) == {"internal": 1}
+    assert op_count(registry, "tools/call", "sharpen_claw") == 2  # the events after it, recorded
+    http = {"http_request_method": "POST", "http_response_status_code": "200"}
+    assert value(registry, "mcp_http_server_request_duration_seconds_count", **http) == 1
