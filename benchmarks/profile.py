@@ -11,8 +11,8 @@ Two views:
 * cProfile: the middleware's functions by own time per request. cProfile inflates every call
   (here by about 4x), so read it for shares and call counts, not absolute µs.
 
-The ablation patches internals by name (``decode``, ``_Exchange.finish``, the store methods);
-steps whose names no longer exist are skipped.
+The ablation patches internals by name (the recorder's observer methods, the model's
+``decode``, the adapter's ``HTTPExchange``); steps whose names no longer exist are skipped.
 """
 
 from __future__ import annotations
@@ -95,14 +95,44 @@ async def _paired(make_variant: Any, shape: str, n: int, rounds: int) -> float:
     return statistics.median(diffs)
 
 
+class _NoExchange:
+    """An HTTPExchange that does nothing: what is left is the ASGI adapter alone."""
+
+    complete = False
+
+    def __init__(self, *args: Any) -> None:
+        pass
+
+    def request_body(self, *args: Any) -> None:
+        pass
+
+    def response_start(self, *args: Any) -> None:
+        pass
+
+    def response_body(self, *args: Any) -> None:
+        pass
+
+    def disconnected(self, *args: Any) -> None:
+        pass
+
+    def end(self, *args: Any) -> None:
+        pass
+
+
 def ablation(shape: str, n: int = 3000, rounds: int = 9) -> list[tuple[str, float]]:
-    """(step, overhead µs) with parts of the middleware switched off cumulatively."""
+    """(step, overhead µs) with the layers of the middleware switched off cumulatively.
+
+    Each step removes one layer's work, from the far end of the data flow back to the tap:
+    the recorder (every observer event dropped), JSON decoding (memoised per body), the
+    message handling of the model (no messages come out of decoding), the rest of the exchange
+    model (headers, response start, settlement, end), then the adapter (routing, the tap,
+    the disconnect watch list). The differences are what each layer costs in place.
+    """
     import importlib
 
     from benchmarks import variants
 
-    # The internals patched below belong to the core being rewritten: a step whose module or
-    # name is gone is skipped, never an error.
+    # A step whose module or name is gone (the code moved) is skipped, never an error.
     def module(name: str) -> Any:
         try:
             return importlib.import_module(name)
@@ -110,6 +140,7 @@ def ablation(shape: str, n: int = 3000, rounds: int = 9) -> list[tuple[str, floa
             return None
 
     metrics_module = module("mcp_metrics_middleware.metrics")
+    model_module = module("mcp_metrics_middleware.protocol.model")
     mw_module = module("mcp_metrics_middleware.middleware")
 
     def ours(app: Any) -> Any:
@@ -119,60 +150,65 @@ def ablation(shape: str, n: int = 3000, rounds: int = 9) -> list[tuple[str, floa
     undo: list[tuple[Any, str, Any]] = []
 
     def patch(obj: Any, name: str, value: Any) -> bool:
-        if not hasattr(obj, name):
+        if obj is None or not hasattr(obj, name):
             return False
         undo.append((obj, name, getattr(obj, name)))
         setattr(obj, name, value)
         return True
 
+    def nothing(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
     try:
         steps.append(("ours, as is", asyncio.run(_paired(ours, shape, n, rounds))))
-        store = getattr(metrics_module, "_FastStore", None)
-        if store is not None:
-            for name in ("start", "operation", "message", "http_request"):
-                patch(store, name, lambda self, *a, **k: None)
-            steps.append(
-                (
-                    "- store updates (start/operation/message/http_request)",
-                    asyncio.run(_paired(ours, shape, n, rounds)),
-                )
-            )
-        real_decode = getattr(mw_module, "decode", None)
+        recorder = getattr(metrics_module, "MCPMetrics", None)
+        events = (
+            "operation_started",
+            "operation_finished",
+            "operation_withdrawn",
+            "message",
+            "names_listed",
+            "session_started",
+            "session_ended",
+            "http_request",
+        )
+        if recorder is not None and all([patch(recorder, name, nothing) for name in events]):
+            steps.append(("- the recorder (labels, store, log check)", asyncio.run(_paired(ours, shape, n, rounds))))
+        real_decode = getattr(model_module, "decode", None)
         if real_decode is not None:
-            cache: dict[bytes, Any] = {}
+            cache: dict[tuple[bytes, str], Any] = {}
 
-            def cached(payload: Any) -> Any:
-                key = bytes(payload)
+            def cached(payload: Any, era: str = "server") -> Any:
+                key = (bytes(payload), era)
                 if key not in cache:
-                    cache[key] = real_decode(payload)
+                    cache[key] = real_decode(payload, era)
                 return cache[key]
 
-            patch(mw_module, "decode", cached)
+            patch(model_module, "decode", cached)
+            steps.append(
+                ("- JSON decoding (orjson + classify), memoised", asyncio.run(_paired(ours, shape, n, rounds)))
+            )
+            patch(model_module, "decode", lambda payload, era="server": ([], None))
             steps.append(
                 (
-                    "- JSON decoding (orjson + classify), memoised",
+                    "- message handling (correlation, operations, outcomes)",
                     asyncio.run(_paired(ours, shape, n, rounds)),
                 )
             )
-            patch(mw_module, "decode", lambda payload: ([], None))
+        if patch(mw_module, "HTTPExchange", _NoExchange):
             steps.append(
                 (
-                    "- all message handling (no messages come out of decode)",
+                    "- the rest of the exchange model (headers, SSE chunks, settle, end)",
                     asyncio.run(_paired(ours, shape, n, rounds)),
                 )
             )
-        exchange = getattr(mw_module, "_Exchange", None)
-        if exchange is not None and patch(exchange, "finish", lambda self, exc: None):
-            steps.append(("- _Exchange.finish", asyncio.run(_paired(ours, shape, n, rounds))))
         steps.append(
             (
                 "tap only (per-request object, async passthroughs)",
                 asyncio.run(_paired(TapOnly, shape, n, rounds)),
             )
         )
-        steps.append(
-            ("no-op wrapper", asyncio.run(_paired(variants.NoopMiddleware, shape, n, rounds)))
-        )
+        steps.append(("no-op wrapper", asyncio.run(_paired(variants.NoopMiddleware, shape, n, rounds))))
     finally:
         for obj, name, value in reversed(undo):
             setattr(obj, name, value)
