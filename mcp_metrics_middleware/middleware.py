@@ -188,8 +188,6 @@ class MCPMetricsMiddleware:
     def _route(self, scope: Scope) -> int:
         path: str = scope["path"]
         root_path: str = scope.get("root_path", "")
-        if not root_path and path in self._exact:
-            return _MCP
         candidates = [path]
         if root_path:
             if path.startswith(root_path):
@@ -285,14 +283,15 @@ class MCPMetricsMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        route = self._route(scope)
-        if route == _PASS:
-            await self.app(scope, receive, send)
-            return
-        if route == _METRICS:
-            assert self.metrics_endpoint is not None
-            await self.metrics_endpoint(scope, receive, send)
-            return
+        if scope["path"] not in self._exact or scope.get("root_path"):  # else: the MCP path
+            route = self._route(scope)
+            if route == _PASS:
+                await self.app(scope, receive, send)
+                return
+            if route == _METRICS:
+                assert self.metrics_endpoint is not None
+                await self.metrics_endpoint(scope, receive, send)
+                return
         if self.discover_tools and not self._discovery_started:
             self._start_discovery()  # no lifespan reached us (a mounted app): discover now
         state = self._state
@@ -386,9 +385,11 @@ class _Tap:
         self._receive = receive
         self._send = send
         try:
-            # ASGI request header names are lowercase; first_wins is one C call.
-            headers = first_wins(scope["headers"])
-            self.exchange = HTTPExchange(state.model, mw.clock(), scope.get("method", "GET"), headers)
+            # first_wins, inlined: ASGI request header names are lowercase, the first one wins.
+            headers = scope["headers"]
+            if type(headers) is not list:
+                headers = list(headers)
+            self.exchange = HTTPExchange(state.model, mw.clock(), scope.get("method", "GET"), dict(reversed(headers)))
         except Exception:
             report_internal(mw.metrics)
 
