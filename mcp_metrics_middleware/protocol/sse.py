@@ -337,9 +337,10 @@ class SSEDecoder:
             return False  # an id with NUL is ignored: the line path knows
         inner = chunk[start + len(_TS_HEAD) : end - 2]
         pieces = inner.split(_TS_SEP)
-        lf = repeat(b"\n")
-        firsts = list(map(_find, pieces, lf))
-        if -1 in firsts or firsts != list(map(_rfind, pieces, lf)):
+        firsts = list(map(_find, pieces, repeat(b"\n")))
+        # Every piece has an LF, and the pieces hold as many LFs as there are pieces (each
+        # separator holds three): so each piece holds exactly one, between its id and its data.
+        if -1 in firsts or inner.count(b"\n") != 4 * len(pieces) - 3:
             return False  # a piece without its data line, or with more lines than id and data
         cap = self.max_event_size
         if end - start > cap and any(len(p) - f - 7 >= cap for p, f in zip(pieces, firsts, strict=True)):
