@@ -411,3 +411,23 @@ def test_peak_memory_is_bounded_by_the_cap(shape: str, feed_messages: bool) -> N
     peak = _peak_while_feeding(chunks, feed_messages)
     # At most the buffered data (or line) plus its dispatch copy, each within the cap.
     assert peak <= 2.5 * CAP + CONSTANT, f"{shape}: peak {peak / 1024:.0f} KiB"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        # One event with no data line and one with two: as many LFs as events in total, so
+        # only the per-event check tells this run from the TypeScript framing.
+        [b"1", b"2\ndata: " + NOTE + b'progress"}\ndata: x'],
+        [b"1\ndata: " + NOTE + b'progress"}\ndata: x', b"2"],
+        [b"1\ndata: " + NOTE + b'progress"}', b"2\nretry: 5", b"3\ndata: " + NOTE + b'progress"}'],
+    ],
+)
+def test_typescript_runs_with_other_lines_take_the_line_path(pieces: list[bytes]) -> None:
+    # The first event of a stream always takes the line path: the run starts after it.
+    first = [b"0\ndata: " + NOTE + b'progress"}']
+    stream = b"".join(b"event: message\nid: " + piece + b"\n\n" for piece in first + pieces)
+    expected = reference_decode(stream)
+    assert decode_in_chunks(stream, []) == expected
+    payloads, counts, _ = feed_messages_in_chunks(stream, [], 1 << 20)
+    assert (payloads, counts) == classify_reference(expected)
