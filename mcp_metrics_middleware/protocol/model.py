@@ -548,7 +548,13 @@ class HTTPExchange:
             # Not every stack lowercases response header names.
             found = {key.lower(): value for key, value in reversed(list(headers))}
             content_type = found.get(b"content-type")
-        self.kind = kind = content_kind(content_type)
+        if content_type == b"application/json":  # what the SDKs send, without a call
+            kind = JSON
+        elif content_type == b"text/event-stream":
+            kind = SSE
+        else:
+            kind = content_kind(content_type)
+        self.kind = kind
         encoding = found.get(b"content-encoding")
         # An uncompressed SSE stream gets its decoder only when a chunk needs one (see
         # response_body): most carry one whole event in the SDKs' framing.
