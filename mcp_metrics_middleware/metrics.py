@@ -68,6 +68,40 @@ from mcp_metrics_middleware.protocol.jsonrpc import REQUEST, RESPONSE
 from mcp_metrics_middleware.protocol.model import RECEIVED, SENT, Operation, Session
 
 
+class _Started(NamedTuple):
+    """What the recorder reads of an operation that started (queued until the fold)."""
+
+    method: str
+    direction: str
+    name: str | None
+    kind: str
+    slot: list[Any]  # [(method label, in-flight key or None)], filled when recorded
+
+
+class _Finished(NamedTuple):
+    """What the recorder reads of an operation that finished, taken when it finished."""
+
+    slot: list[Any]  # the _Started record's
+    method: str
+    name: str | None
+    kind: str
+    vouched: bool
+    name_from_header: bool
+    error_type: str
+    answer_kind: str | None
+    result_type: str | None
+    code: int | None
+    protocol_version: str
+    transport: str
+    client_name: str | None
+    trace_id: str | None
+    span_id: str | None
+    duration: float  # seconds
+    request_size: int
+    response_size: int
+    walltime: float | None  # Unix time it finished, for a traced operation's exemplar
+
+
 class OperationLabels(NamedTuple):
     """The label set of ``mcp_server_operation_duration_seconds``, in exposition order."""
 
@@ -81,7 +115,7 @@ class OperationLabels(NamedTuple):
 
 
 OPERATION_LABELS = OperationLabels._fields
-_new_labels = tuple.__new__
+_new_tuple = tuple.__new__
 CLIENT_LABELS = ("mcp_client_name", "mcp_method_name", "error_type")
 ROUND_LABELS = ("mcp_method_name", "gen_ai_tool_name")
 IN_FLIGHT_LABELS = ("mcp_method_name", "gen_ai_tool_name")
@@ -624,25 +658,53 @@ class MCPMetrics:
 
     # The three events of every request inline _queue (a call less each).
 
+    # What is queued is a snapshot of the operation's values, never the Operation: the model
+    # may still change an operation after it finished (a body read after the response), and a
+    # queued Operation would keep its params._meta alive until the fold.
+
     def operation_started(self, op: Operation) -> None:
+        cell: list[Any] = [None]  # the in-flight key, decided when the start is recorded
+        op.slot = cell
         queue = self._events
-        queue.append((self._record_started, op))
+        queue.append((self._record_started, _new_tuple(_Started, (op.method, op.direction, op.name, op.kind, cell))))
         if len(queue) >= self._fold_at:
             self._fold_soon()
 
     def operation_finished(self, op: Operation) -> None:
+        record = _new_tuple(
+            _Finished,
+            (
+                op.slot,
+                op.method,
+                op.name,
+                op.kind,
+                op.vouched,
+                op.name_from_header,
+                op.error_type,
+                op.answer_kind,
+                op.result_type,
+                op.code,
+                op.protocol_version,
+                op.transport,
+                op.client_name,
+                op.trace_id,
+                op.span_id,
+                op.end - op.start,
+                op.request_size,
+                op.response_size,
+                None if op.trace_id is None else time.time(),  # the exemplar's timestamp
+            ),
+        )
         queue = self._events
-        if op.trace_id is None:
-            queue.append((self._record_finished, op))
-        else:
-            queue.append((self._record_traced, (op, time.time())))  # the exemplar's timestamp
+        queue.append((self._record_finished, record))
         if len(queue) >= self._fold_at:
             self._fold_soon()
-        if _log_enabled(_INFO):
-            log_operation(op)  # logged as it happens
+        # Logged as it happens, for the operations the duration histogram records.
+        if op.direction == RECEIVED and op.result_type != "input_required" and _log_enabled(_INFO):
+            log_operation(op)
 
     def operation_withdrawn(self, op: Operation) -> None:
-        self._queue(self._record_withdrawn, op)
+        self._queue(self._record_withdrawn, op.slot)
 
     def message(self, direction: str, kind: str, method: str | None, n: int = 1) -> None:
         self._queue(self._record_message, (direction, kind, method, n))
@@ -693,12 +755,12 @@ class MCPMetrics:
             except Exception:
                 report_internal(self)
 
-    def _record_started(self, op: Operation) -> None:
+    def _record_started(self, op: _Started) -> None:
         method = op.method
         if method not in KNOWN_METHODS:
             method = self.method_label(method)
         if op.direction == SENT:
-            op.slot = (method, None)
+            op.slot[0] = (method, None)
             self.store.message((SENT, REQUEST, method))
             return
         tool = ""
@@ -706,13 +768,13 @@ class MCPMetrics:
             name = op.name
             tool = name if name is not None and op.kind == REQUEST and name in self.tools else OTHER
         key = (method, tool)
-        op.slot = (method, key)
+        op.slot[0] = (method, key)
         self.store.start(key, (RECEIVED, op.kind, method))
 
-    def _record_finished(self, op: Operation, walltime: float | None = None) -> None:
+    def _record_finished(self, op: _Finished) -> None:
         # The hot path: each label takes its common value with one set lookup, and the
         # policy methods below decide everything else.
-        method, gauge = op.slot
+        method, gauge = op.slot[0]
         answer = op.answer_kind
         if gauge is None:  # a server-to-client request: its answer came from the client
             if answer is not None:
@@ -743,7 +805,7 @@ class MCPMetrics:
         if version and version not in KNOWN_PROTOCOL_VERSIONS:
             version = self.version_label(version)
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (about 0.5 us per operation).
-        labels = _new_labels(OperationLabels, (method, tool, prompt, error_type, code, version, op.transport))
+        labels = _new_tuple(OperationLabels, (method, tool, prompt, error_type, code, version, op.transport))
         if labels not in self.operation_series:
             labels = self.operation_labels(labels)
         client_name = op.client_name
@@ -758,21 +820,18 @@ class MCPMetrics:
         self.store.operation(
             gauge,
             labels,
-            op.end - op.start,
+            op.duration,
             (method, tool),
             op.request_size,
             op.response_size,
             message,
             client,
             trace,
-            walltime,
+            op.walltime,
         )
 
-    def _record_traced(self, item: tuple[Operation, float]) -> None:
-        self._record_finished(item[0], item[1])
-
-    def _record_withdrawn(self, op: Operation) -> None:
-        _method, gauge = op.slot
+    def _record_withdrawn(self, slot: list[Any]) -> None:
+        _method, gauge = slot[0]
         if gauge is not None:
             self.store.operation(gauge, None, 0.0, None, 0, 0)
 
@@ -801,7 +860,7 @@ class MCPMetrics:
 
     # -- label policy -----------------------------------------------------------------------
 
-    def _name_label(self, names: set[str], op: Operation, label: str) -> str:
+    def _name_label(self, names: set[str], op: _Finished, label: str) -> str:
         """The tool or prompt label of a ``tools/call`` or ``prompts/get``: never ``""``.
 
         A name becomes a label only if the server vouched for it: listed by the server

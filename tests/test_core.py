@@ -651,3 +651,58 @@ def test_an_event_that_fails_to_record_is_counted_and_the_rest_recorded(
     assert op_count(registry, "tools/call", "sharpen_claw") == 2  # the events after it, recorded
     http = {"http_request_method": "POST", "http_response_status_code": "200"}
     assert value(registry, "mcp_http_server_request_duration_seconds_count", **http) == 1
+
+
+# -- what the recorder queues is a snapshot taken when the event happens -------------------------
+
+
+@pytest.mark.parametrize("scrape_between", [False, True])
+def test_a_body_read_after_the_answer_changes_nothing_recorded(registry: CollectorRegistry, scrape_between: bool) -> None:
+    # The server answered before it read the body: the operation finished named by its headers
+    # alone. Reading the body later must not make its name vouched, whenever the recorder folds.
+    m, metrics = model(registry)
+    headers = {b"mcp-protocol-version": b"2026-07-28", b"mcp-method": b"tools/call", b"mcp-name": b"hdr_tool"}
+    ex = m.http_exchange(0.0, "POST", headers)
+    ex.response_start(0.1, 200, JSON)
+    ex.response_body(0.2, answer(1), False)
+    if scrape_between:
+        list(registry.collect())
+    ex.request_body(0.25, orjson.dumps(call(1, "body_tool")), False)
+    ex.end(0.3)
+    assert op_count(registry, "tools/call", "_OTHER", version="2026-07-28") == 1
+    assert total_ops(registry) == 1
+    assert "body_tool" not in metrics.tools
+    request_sizes = {"direction": "request", "mcp_method_name": "tools/call"}
+    assert value(registry, "mcp_server_operation_payload_bytes_count", **request_sizes, gen_ai_tool_name="_OTHER") == 0
+    assert value(registry, "mcp_server_operation_payload_bytes_count", **request_sizes, gen_ai_tool_name="body_tool") == 0
+
+
+def test_finished_operations_are_not_kept_alive_by_the_queue(registry: CollectorRegistry) -> None:
+    m, metrics = model(registry)
+    blob = "A" * (1 << 20)
+    tracemalloc.start()
+    try:
+        for i in range(20):  # one request at a time, each finished; fewer events than a fold
+            body = orjson.dumps(call(i) | {"params": {"name": "nap", "_meta": {"x": blob}}})
+            exchange(m, body, 200, JSON, [answer(i)])
+            del body
+        assert 0 < len(metrics._events) < 256  # nothing folded yet
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * 1024 * 1024  # not 20 MiB of params._meta
+
+
+def test_the_operation_log_has_a_line_for_each_operation_recorded(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    m, _ = model(registry)
+    caplog.set_level("INFO", logger="mcp_metrics")
+    pipe = m.pipe(0.0)  # a server-to-client request over stdio: not an operation of the server
+    pipe.server_line(0.1, b'{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}')
+    pipe.client_line(0.2, b'{"jsonrpc":"2.0","id":"s1","result":{"role":"assistant","content":{}}}')
+    round_ = orjson.dumps({"jsonrpc": "2.0", "id": 7, "result": {"resultType": "input_required", "content": []}})
+    exchange(m, orjson.dumps(call(7)), 200, JSON, [round_], {b"mcp-protocol-version": b"2026-07-28"})
+    assert [r.mcp_method_name for r in caplog.records] == []  # type: ignore[attr-defined]
+    exchange(m, orjson.dumps(call(8)), 200, JSON, [answer(8)])
+    assert [r.mcp_method_name for r in caplog.records] == ["tools/call"]  # type: ignore[attr-defined]
