@@ -155,6 +155,10 @@ Row = list[float]  # a histogram row: [count per bucket..., count in +Inf, sum]
 # The latest exemplar of each bucket of one row: bucket index -> (trace_id, span_id, value, unix time).
 Exemplars = dict[int, tuple[str, str | None, float, float]]
 _FOLD_AT = 256  # queued observer events recorded at once on the serving thread
+# A queued record keeps at most this much of a name the client sent: longer names are never
+# labels (a queue of them must not hold megabytes); they read as this, which is never admitted.
+_KEPT_NAME = 4096
+_TOO_LONG = "\x00name over 4096 characters"
 _FOLD_FORCE = 16384  # past this many queued, the serving thread waits for a fold in progress
 _log_enabled = logger.isEnabledFor  # cached per level by logging: the disabled path is one call
 _INFO = logging.INFO
@@ -665,18 +669,24 @@ class MCPMetrics:
     def operation_started(self, op: Operation) -> None:
         cell: list[Any] = [None]  # the in-flight key, decided when the start is recorded
         op.slot = cell
+        name = op.name
+        if name is not None and len(name) > _KEPT_NAME:
+            name = _TOO_LONG
         queue = self._events
-        queue.append((self._record_started, _new_tuple(_Started, (op.method, op.direction, op.name, op.kind, cell))))
+        queue.append((self._record_started, _new_tuple(_Started, (op.method, op.direction, name, op.kind, cell))))
         if len(queue) >= self._fold_at:
             self._fold_soon()
 
     def operation_finished(self, op: Operation) -> None:
+        name = op.name
+        if name is not None and len(name) > _KEPT_NAME:
+            name = _TOO_LONG
         record = _new_tuple(
             _Finished,
             (
                 op.slot,
                 op.method,
-                op.name,
+                name,
                 op.kind,
                 op.vouched,
                 op.name_from_header,
@@ -865,7 +875,8 @@ class MCPMetrics:
 
         A name becomes a label only if the server vouched for it: listed by the server
         (``tools/list``, ``prompts/list``), given by the operator (``known_tools``), or
-        answered with a successful result to a request whose body named it. A call with no
+        answered with a successful result to a request whose body named it; and only if it has
+        at most ``max_name_length`` characters (a name over 4096 is never one, known or not). A call with no
         name, sent as a notification, refused by the server, or named only by a header the
         server did not check, is ``_OTHER``: junk never dilutes a real tool's numbers, nor the
         calls with a tool label.

@@ -706,3 +706,22 @@ def test_the_operation_log_has_a_line_for_each_operation_recorded(
     assert [r.mcp_method_name for r in caplog.records] == []  # type: ignore[attr-defined]
     exchange(m, orjson.dumps(call(8)), 200, JSON, [answer(8)])
     assert [r.mcp_method_name for r in caplog.records] == ["tools/call"]  # type: ignore[attr-defined]
+
+
+def test_long_names_are_not_kept_alive_by_the_queue(registry: CollectorRegistry) -> None:
+    m, metrics = model(registry)
+    long_name = "n" * (1 << 20)
+    tracemalloc.start()
+    try:
+        for i in range(20):
+            body = orjson.dumps(call(i, long_name))
+            exchange(m, body, 200, JSON, [answer(i)])
+            del body
+        assert 0 < len(metrics._events) < 256  # nothing folded yet
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del long_name
+    assert held < 2 * 1024 * 1024
+    assert op_count(registry, "tools/call", "_OTHER") == 20
+    assert value(registry, "mcp_metrics_label_overflow_total", label="gen_ai_tool_name") == 20
