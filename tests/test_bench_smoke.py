@@ -134,3 +134,29 @@ def test_table_and_meta(smoke: dict) -> None:
     table = smoke["stdout"]
     for row in smoke["rows"]:
         assert row["case"] in table
+
+
+def test_against_runs_this_code_against_a_commit() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.against", "HEAD", "--rounds", "4", "-n", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if not line.startswith(" ")] == ["json", "sse"]
+    assert sum("ours / HEAD:" in line for line in lines) == 2
+
+
+def test_against_names_a_bad_commit_in_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.against", "no-such-commit"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "git failed" in proc.stderr
