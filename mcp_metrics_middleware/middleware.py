@@ -61,14 +61,10 @@ class _LoopState:
         self.clock = clock
         self.loop = loop
         self.timer: asyncio.TimerHandle | None = None
-        # Requests whose body was read and whose app is still running, oldest first.
+        # Requests whose body was read and whose app is still running, oldest first (_Tap.receive
+        # adds them and arms the sweep; _Tap.end removes them).
         self.waiting: dict[_Tap, float] = {}
         self.sweep: asyncio.TimerHandle | None = None
-
-    def wait(self, tap: _Tap, now: float) -> None:
-        self.waiting[tap] = now
-        if self.sweep is None and self.loop is not None:
-            self.sweep = self.loop.call_later(_WATCH_AFTER, self.watch_old)
 
     def watch_old(self) -> None:
         """Give every request waiting longer than _WATCH_AFTER a disconnect watcher."""
@@ -415,7 +411,7 @@ class _Tap:
                     exchange.request_body(now, message.get("body", b""), more)
                     if not more and not exchange.complete:
                         state = self.state
-                        state.waiting[self] = now  # _LoopState.wait, inlined
+                        state.waiting[self] = now
                         if state.sweep is None and state.loop is not None:
                             state.sweep = state.loop.call_later(_WATCH_AFTER, state.watch_old)
                 elif mtype == "http.disconnect":

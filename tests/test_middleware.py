@@ -624,3 +624,17 @@ async def test_notifications_counted_without_decoding_agree_with_decoding(
         ), method
     assert value(registry, "mcp_metrics_label_overflow_total", label="mcp_method_name") == 1
     assert op_count(registry, "tools/call", "sharpen_claw") == 1
+
+
+@pytest.mark.parametrize("as_tuple", [False, True])
+async def test_a_repeated_request_header_is_read_first_wins(registry: CollectorRegistry, as_tuple: bool) -> None:
+    # Starlette's Headers.get reads the first of a repeated header, and so must the adapter
+    # (whatever sequence type the server passes the headers in).
+    headers = [(b"mcp-protocol-version", b"2025-11-25"), (b"mcp-protocol-version", b"2026-07-28")]
+    s = scope(headers=headers)
+    if as_tuple:
+        s["headers"] = tuple(s["headers"])
+    app = mw(responder(200, JSON, [orjson.dumps(result(1))]), registry)
+    await drive(app, s, CALL_BODY)
+    assert op_count(registry, "tools/call", "sharpen_claw", version="2025-11-25") == 1
+    assert total_ops(registry) == 1
