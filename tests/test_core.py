@@ -725,3 +725,37 @@ def test_long_names_are_not_kept_alive_by_the_queue(registry: CollectorRegistry)
     assert held < 2 * 1024 * 1024
     assert op_count(registry, "tools/call", "_OTHER") == 20
     assert value(registry, "mcp_metrics_label_overflow_total", label="gen_ai_tool_name") == 20
+
+
+@pytest.mark.parametrize("transport", ["tcp", "pipe", "2026-07-28 meta"])
+def test_client_info_past_4096_characters_is_kept_as_a_marker(registry: CollectorRegistry, transport: str) -> None:
+    # A session keeps its clientInfo for its whole life, up to max_sessions of them: a megabyte
+    # name must not be kept, and must never become a label.
+    from mcp_metrics_middleware.protocol.model import MAX_CLIENT_INFO
+
+    m, _ = model(registry)
+    info = {"name": "n" * (1 << 20), "version": "v" * (MAX_CLIENT_INFO + 1)}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": info}}
+    negotiated = orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-11-25"}})
+    if transport == "tcp":
+        exchange(m, orjson.dumps(init), 200, [*JSON, (b"mcp-session-id", b"s1")], [negotiated])
+        session = m.sessions.get("s1")
+        exchange(m, orjson.dumps(call(2)), 200, JSON, [answer(2)], {b"mcp-session-id": b"s1"})
+    elif transport == "pipe":
+        pipe = m.pipe(0.0)
+        pipe.client_bytes(0.0, orjson.dumps(init) + b"\n")
+        pipe.server_bytes(0.1, negotiated + b"\n")
+        pipe.client_bytes(0.2, orjson.dumps(call(2)) + b"\n")
+        pipe.server_bytes(0.3, answer(2) + b"\n")
+        session = pipe.session
+    else:
+        meta = {"io.modelcontextprotocol/clientInfo": info, "io.modelcontextprotocol/protocolVersion": "2026-07-28"}
+        body = call(2) | {"params": {"name": "sharpen_claw", "arguments": {}, "_meta": meta}}
+        exchange(m, orjson.dumps(body), 200, JSON, [answer(2)], {b"mcp-protocol-version": b"2026-07-28"})
+        session = None
+    if session is not None:
+        assert session.client_name is not None and len(session.client_name) < 64
+        assert session.client_version is not None and len(session.client_version) < 64
+    client_count = "mcp_server_client_operation_duration_seconds_count"
+    labels = {"mcp_method_name": "tools/call", "error_type": ""}
+    assert value(registry, client_count, mcp_client_name="_OTHER", **labels) == 1

@@ -217,14 +217,27 @@ def _listed_names(result: Any, key: str) -> list[Any]:
     return []
 
 
+# clientInfo strings are kept for a session's whole life (up to max_sessions of them): at most
+# this many characters each; a longer one is kept as a marker no label or log line mistakes for it.
+MAX_CLIENT_INFO = 4096
+_TOO_LONG = "\x00(over 4096 characters)"
+
+
+def _info_string(value: Any) -> str | None:
+    """A clientInfo ``name`` or ``version`` as kept: a str within MAX_CLIENT_INFO, else None."""
+    if type(value) is not str:
+        return None
+    return value if len(value) <= MAX_CLIENT_INFO else _TOO_LONG
+
+
 def _client_info(op: Operation, meta: dict[str, Any]) -> None:
     info = meta.get(CLIENT_INFO)
     if type(info) is dict:
-        name = info.get("name")
-        if type(name) is str:
+        name = _info_string(info.get("name"))
+        if name is not None:
             op.client_name = name
-        version = info.get("version")
-        if type(version) is str:
+        version = _info_string(info.get("version"))
+        if version is not None:
             op.client_version = version
 
 
@@ -931,8 +944,8 @@ class PipeConnection:
                     params = msg.raw.get("params")
                     if type(params) is dict and type(params.get("clientInfo")) is dict:
                         info = params["clientInfo"]
-                        self.client_name = info.get("name") if type(info.get("name")) is str else None
-                        self.client_version = info.get("version") if type(info.get("version")) is str else None
+                        self.client_name = _info_string(info.get("name"))
+                        self.client_version = _info_string(info.get("version"))
                 meta = msg.meta
                 if meta is not None and self.session is None and msg.method != "initialize":
                     # 2026-07-28: no initialize; the session starts with the first request.
@@ -942,8 +955,8 @@ class PipeConnection:
                     if CLIENT_INFO in meta:
                         info = meta[CLIENT_INFO]
                         if type(info) is dict:
-                            self.client_name = info.get("name") if type(info.get("name")) is str else None
-                            self.client_version = info.get("version") if type(info.get("version")) is str else None
+                            self.client_name = _info_string(info.get("name"))
+                            self.client_version = _info_string(info.get("version"))
                     self._start_session(now)
                 op = self._operation(msg, now, RECEIVED)
                 self.observer.operation_started(op)
