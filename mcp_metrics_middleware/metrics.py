@@ -660,11 +660,10 @@ class MCPMetrics:
         if len(queue) >= self._fold_at:
             self._fold_soon()
 
-    # The three events of every request inline _queue (a call less each).
-
     # What is queued is a snapshot of the operation's values, never the Operation: the model
     # may still change an operation after it finished (a body read after the response), and a
-    # queued Operation would keep its params._meta alive until the fold.
+    # queued Operation would keep its params._meta alive until the fold. The three events of
+    # every request inline _queue (a call less each).
 
     def operation_started(self, op: Operation) -> None:
         cell: list[Any] = [None]  # the in-flight key, decided when the start is recorded
@@ -744,7 +743,11 @@ class MCPMetrics:
             self._drain()
 
     def _fold_soon(self) -> None:
-        """Fold from the serving thread, unless another thread is folding (then it will)."""
+        """Fold from the serving thread, unless another thread is folding now.
+
+        Then this thread does not wait: the next event retries (the queue is still past the
+        threshold), and a scrape folds everything first anyway.
+        """
         if self.multiprocess:
             self.fold()  # another process scrapes: nothing else would fold these
         elif self._fold_lock.acquire(blocking=False):
