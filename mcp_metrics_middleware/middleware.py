@@ -381,11 +381,8 @@ class _Tap:
         self._receive = receive
         self._send = send
         try:
-            # first_wins, inlined: ASGI request header names are lowercase, the first one wins.
-            headers = scope["headers"]
-            if type(headers) is not list:
-                headers = list(headers)
-            self.exchange = HTTPExchange(state.model, mw.clock(), scope.get("method", "GET"), dict(reversed(headers)))
+            headers = first_wins(scope["headers"])
+            self.exchange = HTTPExchange(state.model, mw.clock(), scope.get("method", "GET"), headers)
         except Exception:
             report_internal(mw.metrics)
 

@@ -506,6 +506,11 @@ LOG = orjson.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params
 ANSWER = answer(1)
 
 
+def response_bytes(registry: CollectorRegistry) -> float:
+    labels = {"direction": "response", "mcp_method_name": "tools/call", "gen_ai_tool_name": "sharpen_claw"}
+    return value(registry, "mcp_server_operation_payload_bytes_sum", **labels)
+
+
 def _cuts(events: list[bytes]) -> dict[str, list[bytes]]:
     stream = b"".join(events)
     third = len(stream) // 3
@@ -541,14 +546,7 @@ def test_sse_records_do_not_depend_on_chunking(registry: CollectorRegistry, cut:
         == 1
     )
     assert value(registry, sent, direction="sent", message_type="response", mcp_method_name="tools/call") == 1
-    size = value(
-        registry,
-        "mcp_server_operation_payload_bytes_sum",
-        direction="response",
-        mcp_method_name="tools/call",
-        gen_ai_tool_name="sharpen_claw",
-    )
-    assert size == len(ANSWER)
+    assert response_bytes(registry) == len(ANSWER)
     assert in_flight_total(registry) == 0
 
 
@@ -559,14 +557,7 @@ def test_json_records_do_not_depend_on_chunking(registry: CollectorRegistry, cut
     assert op_count(registry, "tools/call", "sharpen_claw") == 1
     assert total_ops(registry) == 1
     assert parse_errors(registry) == {}
-    size = value(
-        registry,
-        "mcp_server_operation_payload_bytes_sum",
-        direction="response",
-        mcp_method_name="tools/call",
-        gen_ai_tool_name="sharpen_claw",
-    )
-    assert size == len(ANSWER)
+    assert response_bytes(registry) == len(ANSWER)
 
 
 def test_an_oversized_whole_event_goes_to_the_decoder_and_is_counted(registry: CollectorRegistry) -> None:
@@ -657,7 +648,9 @@ def test_an_event_that_fails_to_record_is_counted_and_the_rest_recorded(
 
 
 @pytest.mark.parametrize("scrape_between", [False, True])
-def test_a_body_read_after_the_answer_changes_nothing_recorded(registry: CollectorRegistry, scrape_between: bool) -> None:
+def test_a_body_read_after_the_answer_changes_nothing_recorded(
+    registry: CollectorRegistry, scrape_between: bool
+) -> None:
     # The server answered before it read the body: the operation finished named by its headers
     # alone. Reading the body later must not make its name vouched, whenever the recorder folds.
     m, metrics = model(registry)
@@ -672,9 +665,21 @@ def test_a_body_read_after_the_answer_changes_nothing_recorded(registry: Collect
     assert op_count(registry, "tools/call", "_OTHER", version="2026-07-28") == 1
     assert total_ops(registry) == 1
     assert "body_tool" not in metrics.tools
+    assert (
+        value(
+            registry,
+            "mcp_server_messages_total",
+            direction="received",
+            message_type="request",
+            mcp_method_name="tools/call",
+        )
+        == 1
+    )
     request_sizes = {"direction": "request", "mcp_method_name": "tools/call"}
     assert value(registry, "mcp_server_operation_payload_bytes_count", **request_sizes, gen_ai_tool_name="_OTHER") == 0
-    assert value(registry, "mcp_server_operation_payload_bytes_count", **request_sizes, gen_ai_tool_name="body_tool") == 0
+    assert (
+        value(registry, "mcp_server_operation_payload_bytes_count", **request_sizes, gen_ai_tool_name="body_tool") == 0
+    )
 
 
 def test_finished_operations_are_not_kept_alive_by_the_queue(registry: CollectorRegistry) -> None:
@@ -708,14 +713,22 @@ def test_the_operation_log_has_a_line_for_each_operation_recorded(
     assert [r.mcp_method_name for r in caplog.records] == ["tools/call"]  # type: ignore[attr-defined]
 
 
-def test_long_names_are_not_kept_alive_by_the_queue(registry: CollectorRegistry) -> None:
+@pytest.mark.parametrize("method", ["tools/call", "prompts/get"])
+@pytest.mark.parametrize("transport", ["tcp", "pipe"])
+def test_long_names_are_not_kept_alive_by_the_queue(registry: CollectorRegistry, method: str, transport: str) -> None:
     m, metrics = model(registry)
     long_name = "n" * (1 << 20)
+    label = "gen_ai_tool_name" if method == "tools/call" else "gen_ai_prompt_name"
+    pipe = m.pipe(0.0) if transport == "pipe" else None
     tracemalloc.start()
     try:
         for i in range(20):
-            body = orjson.dumps(call(i, long_name))
-            exchange(m, body, 200, JSON, [answer(i)])
+            body = orjson.dumps(call(i) | {"method": method, "params": {"name": long_name}})
+            if pipe is None:
+                exchange(m, body, 200, JSON, [answer(i)])
+            else:
+                pipe.client_bytes(0.0, body + b"\n")
+                pipe.server_bytes(0.1, answer(i) + b"\n")
             del body
         assert 0 < len(metrics._events) < 256  # nothing folded yet
         held = tracemalloc.get_traced_memory()[0]
@@ -723,18 +736,18 @@ def test_long_names_are_not_kept_alive_by_the_queue(registry: CollectorRegistry)
         tracemalloc.stop()
     del long_name
     assert held < 2 * 1024 * 1024
-    assert op_count(registry, "tools/call", "_OTHER") == 20
-    assert value(registry, "mcp_metrics_label_overflow_total", label="gen_ai_tool_name") == 20
+    assert total_ops(registry, mcp_method_name=method, **{label: "_OTHER"}) == 20
+    assert value(registry, "mcp_metrics_label_overflow_total", label=label) == 20
 
 
 @pytest.mark.parametrize("transport", ["tcp", "pipe", "2026-07-28 meta"])
 def test_client_info_past_4096_characters_is_kept_as_a_marker(registry: CollectorRegistry, transport: str) -> None:
     # A session keeps its clientInfo for its whole life, up to max_sessions of them: a megabyte
     # name must not be kept, and must never become a label.
-    from mcp_metrics_middleware.protocol.model import MAX_CLIENT_INFO
+    from mcp_metrics_middleware.protocol.jsonrpc import MAX_KEPT
 
     m, _ = model(registry)
-    info = {"name": "n" * (1 << 20), "version": "v" * (MAX_CLIENT_INFO + 1)}
+    info = {"name": "n" * (1 << 20), "version": "v" * (MAX_KEPT + 1)}
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": info}}
     negotiated = orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-11-25"}})
     if transport == "tcp":
@@ -759,3 +772,30 @@ def test_client_info_past_4096_characters_is_kept_as_a_marker(registry: Collecto
     client_count = "mcp_server_client_operation_duration_seconds_count"
     labels = {"mcp_method_name": "tools/call", "error_type": ""}
     assert value(registry, client_count, mcp_client_name="_OTHER", **labels) == 1
+
+
+def test_a_finished_record_is_final(registry: CollectorRegistry) -> None:
+    # What an observer was handed when an operation finished never changes afterwards, even
+    # when the body that named it is read later (any observer may keep the record).
+    finished: list[Any] = []
+    metrics = MCPMetrics(registry)
+
+    class Keeping:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(metrics, name)
+
+        def operation_finished(self, op: Any) -> None:
+            finished.append((op, op.name, op.name_from_header, op.request_size))
+            metrics.operation_finished(op)
+
+    m = ServerModel(
+        Keeping(), max_body_size=1 << 20, session_idle_timeout=60.0, max_sessions=10, parked_timeout=60.0, max_parked=10
+    )
+    headers = {b"mcp-protocol-version": b"2026-07-28", b"mcp-method": b"tools/call", b"mcp-name": b"hdr_tool"}
+    ex = m.http_exchange(0.0, "POST", headers)
+    ex.response_start(0.1, 200, JSON)
+    ex.response_body(0.2, answer(1), False)
+    ex.request_body(0.25, orjson.dumps(call(1, "body_tool")), False)
+    ex.end(0.3)
+    [(op, name, from_header, size)] = finished
+    assert (op.name, op.name_from_header, op.request_size) == (name, from_header, size) == ("hdr_tool", True, 0)

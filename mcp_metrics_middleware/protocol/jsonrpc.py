@@ -101,6 +101,19 @@ class JSONRPCMessage(NamedTuple):
 
 _new = tuple.__new__
 
+# A client's string kept in a record (a tool or prompt name, clientInfo) has at most this many
+# characters; a longer one is kept as TOO_LONG, which no label policy admits and no log line
+# mistakes for a name. Records may outlive their request (a session's client info, a queue).
+MAX_KEPT = 4096
+TOO_LONG = "\x00(over 4096 characters)"
+
+
+def kept(value: Any) -> str | None:
+    """A client's string as records keep it: a str within MAX_KEPT, TOO_LONG, or None."""
+    if type(value) is not str:
+        return None
+    return value if len(value) <= MAX_KEPT else TOO_LONG
+
 
 def _answer(kind: str, id_: Any, obj: dict[str, Any], size: int) -> JSONRPCMessage:
     return _new(JSONRPCMessage, (kind, id_, None, obj, size, None, None))
@@ -115,9 +128,7 @@ def _call(kind: str, id_: Any, method: str, obj: dict[str, Any], size: int) -> J
         if type(meta) is not dict:
             meta = None
         if method == "tools/call" or method == "prompts/get":
-            name = params.get("name")
-            if type(name) is not str:
-                name = None
+            name = kept(params.get("name"))
     return _new(JSONRPCMessage, (kind, id_, method, obj, size, name, meta))
 
 

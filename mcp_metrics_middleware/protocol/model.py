@@ -60,6 +60,7 @@ from mcp_metrics_middleware.protocol.jsonrpc import (
     SERVER,
     JSONRPCMessage,
     decode,
+    kept,
 )
 from mcp_metrics_middleware.protocol.sse import notification_method, sdk_event
 from mcp_metrics_middleware.protocol.tables import BoundedTable
@@ -217,26 +218,14 @@ def _listed_names(result: Any, key: str) -> list[Any]:
     return []
 
 
-# clientInfo strings are kept for a session's whole life (up to max_sessions of them): at most
-# this many characters each; a longer one is kept as a marker no label or log line mistakes for it.
-MAX_CLIENT_INFO = 4096
-_TOO_LONG = "\x00(over 4096 characters)"
-
-
-def _info_string(value: Any) -> str | None:
-    """A clientInfo ``name`` or ``version`` as kept: a str within MAX_CLIENT_INFO, else None."""
-    if type(value) is not str:
-        return None
-    return value if len(value) <= MAX_CLIENT_INFO else _TOO_LONG
-
-
 def _client_info(op: Operation, meta: dict[str, Any]) -> None:
     info = meta.get(CLIENT_INFO)
     if type(info) is dict:
-        name = _info_string(info.get("name"))
+        # Kept for the session's whole life (up to max_sessions of them): bounded.
+        name = kept(info.get("name"))
         if name is not None:
             op.client_name = name
-        version = _info_string(info.get("version"))
+        version = kept(info.get("version"))
         if version is not None:
             op.client_version = version
 
@@ -492,11 +481,11 @@ class HTTPExchange:
                 # The operation the headers announced, now read from the body (one operation).
                 op = adopt
                 adopt = self.header_op = None
+                if op.done:
+                    continue  # answered before its body was read: a finished record is final
                 op.name = msg.name
                 op.name_from_header = False
                 op.request_size = msg.size
-                if op.done:
-                    continue
             else:
                 op = self._operation(method, msg.name, kind, msg.size)
                 meta = msg.meta
@@ -615,11 +604,7 @@ class HTTPExchange:
                             method = notification_method(payload)
                             if method is None:
                                 self._flush_notes()
-                                messages, reason = decode(payload, SERVER)
-                                if reason is not None:
-                                    self.observer.parse_error(reason)
-                                if messages:
-                                    self._server_messages(messages, now)
+                                self._json_payload(payload, now)
                             else:
                                 notes = self.notes
                                 if notes is None:
@@ -652,11 +637,7 @@ class HTTPExchange:
                         self.reader = BodyReader(JSON, b"", 0, _ignore)
                         self.reader.skipped = True
                     else:
-                        messages, reason = decode(data, SERVER)
-                        if reason is not None:
-                            self.observer.parse_error(reason)
-                        if messages:
-                            self._server_messages(messages, now)
+                        self._json_payload(data, now)
                     if self.ops or self.header_method is not None:
                         self._settle(now, None)
                     return
@@ -944,8 +925,8 @@ class PipeConnection:
                     params = msg.raw.get("params")
                     if type(params) is dict and type(params.get("clientInfo")) is dict:
                         info = params["clientInfo"]
-                        self.client_name = _info_string(info.get("name"))
-                        self.client_version = _info_string(info.get("version"))
+                        self.client_name = kept(info.get("name"))
+                        self.client_version = kept(info.get("version"))
                 meta = msg.meta
                 if meta is not None and self.session is None and msg.method != "initialize":
                     # 2026-07-28: no initialize; the session starts with the first request.
@@ -955,8 +936,8 @@ class PipeConnection:
                     if CLIENT_INFO in meta:
                         info = meta[CLIENT_INFO]
                         if type(info) is dict:
-                            self.client_name = _info_string(info.get("name"))
-                            self.client_version = _info_string(info.get("version"))
+                            self.client_name = kept(info.get("name"))
+                            self.client_version = kept(info.get("version"))
                     self._start_session(now)
                 op = self._operation(msg, now, RECEIVED)
                 self.observer.operation_started(op)

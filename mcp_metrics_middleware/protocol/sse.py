@@ -57,7 +57,6 @@ _TS_SEP = b"\n\nevent: message\nid: "
 _TS_DATA = b"\ndata: "
 _new_event = tuple.__new__  # NamedTuple construction without its Python-level __new__
 _find = bytes.find
-_rfind = bytes.rfind
 
 
 def notification_method(payload: bytes) -> bytes | None:
