@@ -68,40 +68,6 @@ from mcp_metrics_middleware.protocol.jsonrpc import REQUEST, RESPONSE
 from mcp_metrics_middleware.protocol.model import RECEIVED, SENT, Operation, Session
 
 
-class _Started(NamedTuple):
-    """What the recorder reads of an operation that started (queued until the fold)."""
-
-    method: str
-    direction: str
-    name: str | None
-    kind: str
-    slot: list[Any]  # [(method label, in-flight key or None)], filled when recorded
-
-
-class _Finished(NamedTuple):
-    """What the recorder reads of an operation that finished, taken when it finished."""
-
-    slot: list[Any]  # the _Started record's
-    method: str
-    name: str | None
-    kind: str
-    vouched: bool
-    name_from_header: bool
-    error_type: str
-    answer_kind: str | None
-    result_type: str | None
-    code: int | None
-    protocol_version: str
-    transport: str
-    client_name: str | None
-    trace_id: str | None
-    span_id: str | None
-    duration: float  # seconds
-    request_size: int
-    response_size: int
-    walltime: float | None  # Unix time it finished, for a traced operation's exemplar
-
-
 class OperationLabels(NamedTuple):
     """The label set of ``mcp_server_operation_duration_seconds``, in exposition order."""
 
@@ -172,10 +138,14 @@ def _observe(rows: dict[Any, Row], key: Any, bounds: tuple[float, ...], value: f
 
 
 class _FastStore(Collector):
-    """All the recorder's numbers in plain containers, written under one lock, read when scraped."""
+    """All the recorder's numbers in plain containers, written by the fold, read when scraped.
+
+    The writing methods take no lock: the recorder calls them only while it holds ``lock`` (its
+    fold lock), and ``collect`` copies the numbers under the same lock.
+    """
 
     def __init__(self, duration_buckets: tuple[float, ...], session_buckets: tuple[float, ...]) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.duration_buckets = duration_buckets
         self.session_buckets = session_buckets
         self.operations: dict[tuple[str, ...], Row] = {}
@@ -198,11 +168,10 @@ class _FastStore(Collector):
 
     def start(self, key: tuple[str, str], message: tuple[str, str, str]) -> None:
         """An operation arrived: in flight, and its request message counted."""
-        with self.lock:
-            in_flight = self.in_flight
-            in_flight[key] = in_flight.get(key, 0.0) + 1.0
-            messages = self.messages
-            messages[message] = messages.get(message, 0.0) + 1.0
+        in_flight = self.in_flight
+        in_flight[key] = in_flight.get(key, 0.0) + 1.0
+        messages = self.messages
+        messages[message] = messages.get(message, 0.0) + 1.0
 
     def operation(
         self,
@@ -223,76 +192,79 @@ class _FastStore(Collector):
         span id), kept as the exemplar of the bucket the duration landed in, stamped
         ``walltime`` (Unix seconds; default: now).
         """
-        with self.lock:
-            if in_flight is not None:
-                self.in_flight[in_flight] = self.in_flight.get(in_flight, 0.0) - 1.0
-            if message is not None:
-                self.messages[message] = self.messages.get(message, 0.0) + 1.0
-            if labels is not None:
-                # _observe, inlined: the operation and client rows share one bucket index.
-                bounds = self.duration_buckets
-                index = bisect_left(bounds, duration)
-                rows = self.operations
-                row = rows.get(labels)
+        if in_flight is not None:
+            gauges = self.in_flight
+            gauges[in_flight] = gauges.get(in_flight, 0.0) - 1.0
+        if message is not None:
+            counts = self.messages
+            counts[message] = counts.get(message, 0.0) + 1.0
+        if labels is not None:
+            # _observe, inlined: the operation and client rows share one bucket index.
+            bounds = self.duration_buckets
+            index = bisect_left(bounds, duration)
+            rows = self.operations
+            row = rows.get(labels)
+            if row is None:
+                row = rows[labels] = [0.0] * (len(bounds) + 2)
+            row[index] += 1.0
+            row[-1] += duration
+            if trace is not None:
+                exemplars = self.exemplars.get(labels)
+                if exemplars is None:
+                    exemplars = self.exemplars[labels] = {}
+                exemplars[index] = (trace[0], trace[1], duration, time.time() if walltime is None else walltime)
+            if client is not None:
+                rows = self.clients
+                row = rows.get(client)
                 if row is None:
-                    row = rows[labels] = [0.0] * (len(bounds) + 2)
+                    row = rows[client] = [0.0] * (len(bounds) + 2)
                 row[index] += 1.0
                 row[-1] += duration
-                if trace is not None:
-                    exemplars = self.exemplars.get(labels)
-                    if exemplars is None:
-                        exemplars = self.exemplars[labels] = {}
-                    exemplars[index] = (trace[0], trace[1], duration, time.time() if walltime is None else walltime)
-                if client is not None:
-                    rows = self.clients
-                    row = rows.get(client)
-                    if row is None:
-                        row = rows[client] = [0.0] * (len(bounds) + 2)
-                    row[index] += 1.0
-                    row[-1] += duration
-            if payload_labels is not None:
-                method, tool = payload_labels
-                if request_size:
-                    _observe(self.payloads, ("request", method, tool), PAYLOAD_BUCKETS, request_size)
-                if response_size:
-                    _observe(self.payloads, ("response", method, tool), PAYLOAD_BUCKETS, response_size)
+        if payload_labels is not None:
+            # _observe, inlined (payload rows are keyed by direction, method, tool).
+            rows = self.payloads
+            if request_size:
+                key = ("request", *payload_labels)
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
+                row[bisect_left(PAYLOAD_BUCKETS, request_size)] += 1.0
+                row[-1] += request_size
+            if response_size:
+                key = ("response", *payload_labels)
+                row = rows.get(key)
+                if row is None:
+                    row = rows[key] = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
+                row[bisect_left(PAYLOAD_BUCKETS, response_size)] += 1.0
+                row[-1] += response_size
 
     def input_required(self, key: tuple[str, str]) -> None:
-        with self.lock:
-            self.rounds[key] = self.rounds.get(key, 0.0) + 1.0
+        self.rounds[key] = self.rounds.get(key, 0.0) + 1.0
 
     def message(self, key: tuple[str, str, str], n: int = 1) -> None:
-        with self.lock:
-            self.messages[key] = self.messages.get(key, 0.0) + n
+        self.messages[key] = self.messages.get(key, 0.0) + n
 
     def http_request(self, key: tuple[str, str], duration: float) -> None:
-        with self.lock:
-            _observe(self.http, key, HTTP_DURATION_BUCKETS, duration)
+        _observe(self.http, key, HTTP_DURATION_BUCKETS, duration)
 
     def session_started(self) -> None:
-        with self.lock:
-            self.sessions_active += 1.0
+        self.sessions_active += 1.0
 
     def session_ended(self, version: str, duration: float) -> None:
-        with self.lock:
-            self.sessions_active -= 1.0
-            _observe(self.sessions, (version,), self.session_buckets, duration)
+        self.sessions_active -= 1.0
+        _observe(self.sessions, (version,), self.session_buckets, duration)
 
     def parse_error(self, reason: str) -> None:
-        with self.lock:
-            self.parse_errors[reason] += 1.0
+        self.parse_errors[reason] += 1.0
 
     def label_overflow(self, label: str, n: int = 1) -> None:
-        with self.lock:
-            self.overflow[label] += n
+        self.overflow[label] += n
 
     def near_miss(self) -> None:
-        with self.lock:
-            self.near_misses += 1.0
+        self.near_misses += 1.0
 
     def invalid_trace_context(self) -> None:
-        with self.lock:
-            self.invalid_trace_contexts += 1.0
+        self.invalid_trace_contexts += 1.0
 
     # -- exposition -------------------------------------------------------------------------
 
@@ -441,6 +413,7 @@ class _ClientStore:
         self.parse_errors = counter("mcp_metrics_parse_errors", ("reason",))
         self.overflow = counter("mcp_metrics_label_overflow", ("label",))
         self.near_misses = counter("mcp_metrics_path_near_misses", ())
+        self.lock = threading.RLock()  # the fold lock (prometheus-client's objects lock themselves)
         self._parse_errors = {r: self.parse_errors.labels(r) for r in PARSE_ERROR_REASONS}
         self._overflow = {name: self.overflow.labels(name) for name in LABELS_WITH_OVERFLOW}
 
@@ -608,14 +581,12 @@ class MCPMetrics:
             registry.register(self.static)
         self.store = store
         self._events: deque[tuple[Callable[[Any], None], Any]] = deque()
-        self._fold_lock = threading.Lock()
+        # One lock: the store is written only by the fold, under its lock, and read under it.
+        self._fold_lock = store.lock
         self._fold_at = 1 if self.multiprocess else _FOLD_AT
         if isinstance(store, _FastStore):
             store.before_collect = self.fold
         self.overflow = store.label_overflow
-        self.parse_error = store.parse_error
-        self.near_miss = store.near_miss
-        self.invalid_trace_context = store.invalid_trace_context
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry, **kwargs: Any) -> MCPMetrics:
@@ -639,46 +610,24 @@ class MCPMetrics:
         if len(queue) >= self._fold_at:
             self._fold_soon()
 
-    # What is queued is a snapshot of the operation's values, never the Operation: the model
-    # may still change an operation after it finished (a body read after the response), and a
-    # queued Operation would keep its params._meta alive until the fold. The three events of
-    # every request inline _queue (a call less each).
+    # What is queued is the Operation itself: the model never changes an operation after it
+    # finished (a finished record is final), and an operation holds only bounded values (its
+    # client strings are kept to 4,096 characters when decoded). The three events of every
+    # request inline _queue (a call less each).
 
     def operation_started(self, op: Operation) -> None:
-        cell: list[Any] = [None]  # the in-flight key, decided when the start is recorded
-        op.slot = cell
         queue = self._events
-        queue.append((self._record_started, _new_tuple(_Started, (op.method, op.direction, op.name, op.kind, cell))))
+        queue.append((self._record_started, op))
         if len(queue) >= self._fold_at:
             self._fold_soon()
 
     def operation_finished(self, op: Operation) -> None:
-        record = _new_tuple(
-            _Finished,
-            (
-                op.slot,
-                op.method,
-                op.name,
-                op.kind,
-                op.vouched,
-                op.name_from_header,
-                op.error_type,
-                op.answer_kind,
-                op.result_type,
-                op.code,
-                op.protocol_version,
-                op.transport,
-                op.client_name,
-                op.trace_id,
-                op.span_id,
-                op.end - op.start,
-                op.request_size,
-                op.response_size,
-                None if op.trace_id is None else time.time(),  # the exemplar's timestamp
-            ),
-        )
         queue = self._events
-        queue.append((self._record_finished, record))
+        if op.trace_id is None:
+            queue.append((self._record_finished, op))
+        else:
+            # The exemplar's timestamp is when the operation finished, not when it is folded.
+            queue.append((self._record_traced, (op, time.time())))
         if len(queue) >= self._fold_at:
             self._fold_soon()
         # Logged as it happens, for the operations the duration histogram records.
@@ -686,7 +635,7 @@ class MCPMetrics:
             log_operation(op)
 
     def operation_withdrawn(self, op: Operation) -> None:
-        self._queue(self._record_withdrawn, op.slot)
+        self._queue(self._record_withdrawn, op)
 
     def message(self, direction: str, kind: str, method: str | None, n: int = 1) -> None:
         self._queue(self._record_message, (direction, kind, method, n))
@@ -699,6 +648,16 @@ class MCPMetrics:
 
     def session_ended(self, session: Session, end: float) -> None:
         self._queue(self._record_session_ended, (session, end))
+
+    def parse_error(self, reason: str) -> None:
+        """Traffic that could not be decoded, by reason (``PARSE_ERROR_REASONS``)."""
+        self._queue(self.store.parse_error, reason)
+
+    def near_miss(self) -> None:
+        self._queue(self._record_near_miss, None)
+
+    def invalid_trace_context(self) -> None:
+        self._queue(self._record_invalid_trace_context, None)
 
     def http_request(self, method: str, status: int, duration: float) -> None:
         queue = self._events
@@ -733,20 +692,27 @@ class MCPMetrics:
 
     def _drain(self) -> None:
         pop = self._events.popleft
-        # At most what is queued now: events that arrive meanwhile wait for the next fold.
+        # At most what is queued now: events that arrive meanwhile wait for the next fold. A
+        # fold nested in this one (multiprocess mode, reporting an internal error) may have
+        # taken some of them already.
         for _ in range(len(self._events)):
-            handler, item = pop()
+            try:
+                handler, item = pop()
+            except IndexError:
+                return
             try:
                 handler(item)
             except Exception:
-                report_internal(self)
+                report_internal(self.store)  # counted at once: this fold holds the lock
 
-    def _record_started(self, op: _Started) -> None:
+    def _record_started(self, op: Operation) -> None:
+        # op.slot: (method label, in-flight key or None), decided here and used by the finish
+        # (recorded after this, in queue order) so that the gauge goes back down on one key.
         method = op.method
         if method not in KNOWN_METHODS:
             method = self.method_label(method)
         if op.direction == SENT:
-            op.slot[0] = (method, None)
+            op.slot = (method, None)
             self.store.message((SENT, REQUEST, method))
             return
         tool = ""
@@ -754,13 +720,16 @@ class MCPMetrics:
             name = op.name
             tool = name if name is not None and op.kind == REQUEST and name in self.tools else OTHER
         key = (method, tool)
-        op.slot[0] = (method, key)
+        op.slot = (method, key)
         self.store.start(key, (RECEIVED, op.kind, method))
 
-    def _record_finished(self, op: _Finished) -> None:
+    def _record_traced(self, item: tuple[Operation, float]) -> None:
+        self._record_finished(item[0], item[1])
+
+    def _record_finished(self, op: Operation, walltime: float | None = None) -> None:
         # The hot path: each label takes its common value with one set lookup, and the
         # policy methods below decide everything else.
-        method, gauge = op.slot[0]
+        method, gauge = op.slot
         answer = op.answer_kind
         if gauge is None:  # a server-to-client request: its answer came from the client
             if answer is not None:
@@ -806,18 +775,18 @@ class MCPMetrics:
         self.store.operation(
             gauge,
             labels,
-            op.duration,
+            op.end - op.start,
             (method, tool),
             op.request_size,
             op.response_size,
             message,
             client,
             trace,
-            op.walltime,
+            walltime,
         )
 
-    def _record_withdrawn(self, slot: list[Any]) -> None:
-        _method, gauge = slot[0]
+    def _record_withdrawn(self, op: Operation) -> None:
+        _method, gauge = op.slot
         if gauge is not None:
             self.store.operation(gauge, None, 0.0, None, 0, 0)
 
@@ -828,6 +797,12 @@ class MCPMetrics:
     def _record_names(self, item: tuple[str, Sequence[Any]]) -> None:
         method, names = item
         self._learn(self.tools if method == "tools/list" else self.prompts, names)
+
+    def _record_near_miss(self, _: None) -> None:
+        self.store.near_miss()
+
+    def _record_invalid_trace_context(self, _: None) -> None:
+        self.store.invalid_trace_context()
 
     def _record_session_started(self, session: Session) -> None:
         self.store.session_started()
@@ -846,7 +821,7 @@ class MCPMetrics:
 
     # -- label policy -----------------------------------------------------------------------
 
-    def _name_label(self, names: set[str], op: _Finished, label: str) -> str:
+    def _name_label(self, names: set[str], op: Operation, label: str) -> str:
         """The tool or prompt label of a ``tools/call`` or ``prompts/get``: never ``""``.
 
         A name becomes a label only if the server vouched for it: listed by the server

@@ -86,34 +86,24 @@ class Operation:
     recorder keeps the in-flight gauge key there). Times are the adapter's ``now`` values.
     """
 
-    __slots__ = (
-        "method",
-        "name",
-        "name_from_header",
-        "kind",
-        "direction",
-        "start",
-        "end",
-        "request_size",
-        "response_size",
-        "protocol_version",
-        "transport",
-        "session_id",
-        "client_name",
-        "client_version",
-        "meta",
-        "trace_id",
-        "span_id",
-        "tracestate",
-        "error_type",
-        "code",
-        "vouched",
-        "answer_kind",
-        "result_type",
-        "done",
-        "parked",
-        "slot",
-    )
+    # No __slots__: the attributes most operations never change are class-level defaults, so
+    # a new operation sets nine (about 45 bytecodes fewer per request than setting all 27).
+    name_from_header = False  # the name came from Mcp-Name, not from a decoded body
+    response_size = 0
+    session_id: str | None = None
+    client_name: str | None = None
+    client_version: str | None = None
+    trace_id: str | None = None  # W3C trace context: _meta.traceparent, else the header
+    span_id: str | None = None
+    tracestate: str | None = None  # W3C tracestate that came with a valid traceparent
+    error_type = ""
+    code: int | None = None  # the JSON-RPC error code of the answer
+    vouched = True  # false: the server refused the request; its name is not a label
+    answer_kind: str | None = None  # RESPONSE or ERROR when a message answered it
+    result_type: str | None = None  # result.resultType ("input_required": a round)
+    done = False
+    parked = False
+    slot: Any = None
 
     def __init__(
         self,
@@ -128,30 +118,13 @@ class Operation:
     ) -> None:
         self.method = method
         self.name = name  # params.name of tools/call or prompts/get, as the client sent it
-        self.name_from_header = False  # the name came from Mcp-Name, not from a decoded body
         self.kind = kind  # REQUEST or NOTIFICATION
         self.direction = direction  # RECEIVED: the client asked the server; SENT: the reverse
         self.start = start
         self.end = start
         self.request_size = request_size
-        self.response_size = 0
         self.protocol_version = protocol_version  # raw; "" when unknown
         self.transport = transport
-        self.session_id: str | None = None
-        self.client_name: str | None = None
-        self.client_version: str | None = None
-        self.meta: dict[str, Any] | None = None  # params._meta of the request
-        self.trace_id: str | None = None  # W3C trace context: _meta.traceparent, else the header
-        self.span_id: str | None = None
-        self.tracestate: str | None = None  # W3C tracestate that came with a valid traceparent
-        self.error_type = ""
-        self.code: int | None = None  # the JSON-RPC error code of the answer
-        self.vouched = True  # false: the server refused the request; its name is not a label
-        self.answer_kind: str | None = None  # RESPONSE or ERROR when a message answered it
-        self.result_type: str | None = None  # result.resultType ("input_required": a round)
-        self.done = False
-        self.parked = False
-        self.slot: Any = None
 
     def __repr__(self) -> str:
         return f"Operation({self.method!r}, name={self.name!r}, error_type={self.error_type!r})"
@@ -489,8 +462,7 @@ class HTTPExchange:
             else:
                 op = self._operation(method, msg.name, kind, msg.size)
                 meta = msg.meta
-                if meta is not None:
-                    op.meta = meta
+                if meta is not None:  # read here, never kept: records hold bounded values only
                     if CLIENT_INFO in meta:
                         _client_info(op, meta)
                     if "traceparent" in meta:
@@ -579,7 +551,8 @@ class HTTPExchange:
                     session.client_version = op.client_version
                     self.new_session = session.id
                     server.start_session(session, now)
-                    op.session_id = session.id
+                    if not op.done:  # a finished record is final
+                        op.session_id = session.id
                     break
         if session_id is not None:
             if status == 404 or (self.http_method == "DELETE" and 200 <= status < 300):
@@ -883,10 +856,9 @@ class PipeConnection:
         op.client_name = self.client_name
         op.client_version = self.client_version
         meta = msg.meta
-        if meta is not None:
-            op.meta = meta
-            version = meta.get(PROTOCOL_VERSION)
-            if type(version) is str:
+        if meta is not None:  # read here, never kept: records hold bounded values only
+            version = kept(meta.get(PROTOCOL_VERSION))
+            if version is not None:
                 op.protocol_version = version  # 2026-07-28: each request names its version
             if "traceparent" in meta:
                 _trace(op, meta["traceparent"], self.observer, meta.get("tracestate"))
