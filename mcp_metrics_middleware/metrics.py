@@ -185,13 +185,18 @@ class _FastStore(Collector):
         client: tuple[str, str, str] | None = None,
         trace: tuple[str, str | None] | None = None,
         walltime: float | None = None,
+        arrival: tuple[str, str, str] | None = None,
     ) -> None:
         """An operation finished (``labels`` None: withdrawn) and ``message``, its answer, was sent.
 
         ``client``: its per-client label set (only with ``labels``); ``trace``: (trace id,
         span id), kept as the exemplar of the bucket the duration landed in, stamped
-        ``walltime`` (Unix seconds; default: now).
+        ``walltime`` (Unix seconds; default: now). ``arrival``: its request message, when its
+        start was not recorded apart (``in_flight`` is None then: the gauge never moved).
         """
+        if arrival is not None:
+            counts = self.messages
+            counts[arrival] = counts.get(arrival, 0.0) + 1.0
         if in_flight is not None:
             gauges = self.in_flight
             gauges[in_flight] = gauges.get(in_flight, 0.0) - 1.0
@@ -245,7 +250,13 @@ class _FastStore(Collector):
         self.messages[key] = self.messages.get(key, 0.0) + n
 
     def http_request(self, key: tuple[str, str], duration: float) -> None:
-        _observe(self.http, key, HTTP_DURATION_BUCKETS, duration)
+        # _observe, inlined (once per HTTP request).
+        rows = self.http
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = [0.0] * (len(HTTP_DURATION_BUCKETS) + 2)
+        row[bisect_left(HTTP_DURATION_BUCKETS, duration)] += 1.0
+        row[-1] += duration
 
     def session_started(self) -> None:
         self.sessions_active += 1.0
@@ -433,8 +444,11 @@ class _ClientStore:
         client: tuple[str, str, str] | None = None,
         trace: tuple[str, str | None] | None = None,
         walltime: float | None = None,
+        arrival: tuple[str, str, str] | None = None,
     ) -> None:
         # ``trace`` is dropped: multiprocess files cannot carry exemplars.
+        if arrival is not None:
+            self.messages.labels(*arrival).inc()
         if in_flight is not None:
             self.in_flight.labels(*in_flight).dec()
         if message is not None:
@@ -631,7 +645,7 @@ class MCPMetrics:
         if len(queue) >= self._fold_at:
             self._fold_soon()
         # Logged as it happens, for the operations the duration histogram records.
-        if op.direction == RECEIVED and op.result_type != "input_required" and _log_enabled(_INFO):
+        if _log_enabled(_INFO) and op.direction == RECEIVED and op.result_type != "input_required":
             log_operation(op)
 
     def operation_withdrawn(self, op: Operation) -> None:
@@ -706,13 +720,15 @@ class MCPMetrics:
                 report_internal(self.store)  # counted at once: this fold holds the lock
 
     def _record_started(self, op: Operation) -> None:
-        # op.slot: (method label, in-flight key or None), decided here and used by the finish
-        # (recorded after this, in queue order) so that the gauge goes back down on one key.
+        # op.slot: (method label, in-flight key or None, arrival), decided here and used by the
+        # finish (recorded after this, in queue order) so that the gauge goes back down on the
+        # key it went up on. An operation that already finished when its start is folded (most
+        # of them: the fold comes later) never moves the gauge: its finish counts the arrival.
         method = op.method
         if method not in KNOWN_METHODS:
             method = self.method_label(method)
         if op.direction == SENT:
-            op.slot = (method, None)
+            op.slot = (method, None, None)
             self.store.message((SENT, REQUEST, method))
             return
         tool = ""
@@ -720,8 +736,11 @@ class MCPMetrics:
             name = op.name
             tool = name if name is not None and op.kind == REQUEST and name in self.tools else OTHER
         key = (method, tool)
-        op.slot = (method, key)
-        self.store.start(key, (RECEIVED, op.kind, method))
+        if op.done:
+            op.slot = (method, key, (RECEIVED, op.kind, method))
+        else:
+            op.slot = (method, key, None)
+            self.store.start(key, (RECEIVED, op.kind, method))
 
     def _record_traced(self, item: tuple[Operation, float]) -> None:
         self._record_finished(item[0], item[1])
@@ -729,7 +748,7 @@ class MCPMetrics:
     def _record_finished(self, op: Operation, walltime: float | None = None) -> None:
         # The hot path: each label takes its common value with one set lookup, and the
         # policy methods below decide everything else.
-        method, gauge = op.slot
+        method, gauge, arrival = op.slot
         answer = op.answer_kind
         if gauge is None:  # a server-to-client request: its answer came from the client
             if answer is not None:
@@ -747,7 +766,7 @@ class MCPMetrics:
         if op.result_type == "input_required":
             # One round of a multi-round call, not the call: counted apart.
             self.store.input_required((method, tool))
-            self.store.operation(gauge, None, 0.0, None, 0, 0, message)
+            self.store.operation(None if arrival else gauge, None, 0.0, None, 0, 0, message, arrival=arrival)
             return
         error_type = op.error_type
         code = ""
@@ -773,7 +792,7 @@ class MCPMetrics:
             client = self.client_labels(client_name, method, error_type)
         trace = None if op.trace_id is None else (op.trace_id, op.span_id)
         self.store.operation(
-            gauge,
+            None if arrival else gauge,
             labels,
             op.end - op.start,
             (method, tool),
@@ -783,12 +802,13 @@ class MCPMetrics:
             client,
             trace,
             walltime,
+            arrival,
         )
 
     def _record_withdrawn(self, op: Operation) -> None:
-        _method, gauge = op.slot
+        _method, gauge, arrival = op.slot
         if gauge is not None:
-            self.store.operation(gauge, None, 0.0, None, 0, 0)
+            self.store.operation(None if arrival else gauge, None, 0.0, None, 0, 0, arrival=arrival)
 
     def _record_message(self, item: tuple[str, str, str | None, int]) -> None:
         direction, kind, method, n = item

@@ -475,7 +475,8 @@ class _Tap:
         try:
             exchange.end(self.mw.clock(), failure)
             state = self.state
-            if state.timer is None and (state.model.sessions.entries or state.model.parked.entries):
+            # Only an exchange with a session can add what expires (a session, a parked call).
+            if state.timer is None and (exchange.session_id is not None or exchange.new_session is not None):
                 self.mw._schedule_expiry(state)
         except Exception:
             report_internal(self.mw.metrics)

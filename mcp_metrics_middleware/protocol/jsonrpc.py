@@ -119,9 +119,9 @@ def _answer(kind: str, id_: Any, obj: dict[str, Any], size: int) -> JSONRPCMessa
     return _new(JSONRPCMessage, (kind, id_, None, obj, size, None, None))
 
 
-def _call(kind: str, id_: Any, method: str, obj: dict[str, Any], size: int) -> JSONRPCMessage:
-    """A request or notification, with ``params.name`` and ``params._meta`` read once."""
-    params = obj.get("params")
+def _call(kind: str, id_: Any, method: str, obj: dict[str, Any], size: int, params: Any) -> JSONRPCMessage:
+    """A request or notification (``params``: its ``obj["params"]``), with ``params.name`` and
+    ``params._meta`` read once."""
     name = meta = None
     if type(params) is dict:
         meta = params.get("_meta")
@@ -161,8 +161,8 @@ def classify(obj: Any, size: int, era: str = SERVER) -> JSONRPCMessage | None:
             if "id" in obj:
                 id_ = obj["id"]
                 t = type(id_)
-                return _call(REQUEST, id_ if t is int or t is str else None, method, obj, size)
-            return _call(NOTIFICATION, None, method, obj, size)
+                return _call(REQUEST, id_ if t is int or t is str else None, method, obj, size, obj.get("params"))
+            return _call(NOTIFICATION, None, method, obj, size, obj.get("params"))
         if "id" in obj:
             id_ = obj["id"]
             t = type(id_)
@@ -181,16 +181,16 @@ def classify(obj: Any, size: int, era: str = SERVER) -> JSONRPCMessage | None:
         if type(method) is not str or not (params is None or type(params) is dict):
             return None
         if "id" not in obj:
-            return _call(NOTIFICATION, None, method, obj, size)
+            return _call(NOTIFICATION, None, method, obj, size, params)
         id_ = obj["id"]
         t = type(id_)
         if t is int or t is str:
-            return _call(REQUEST, id_, method, obj, size)
+            return _call(REQUEST, id_, method, obj, size, params)
         if era is MODERN:
             return None  # the server rejects the whole body (400, -32600)
         # pydantic's notification model ignores unknown keys: an invalid id makes a
         # notification, and the SDK answers 202.
-        return _call(NOTIFICATION, None, method, obj, size)
+        return _call(NOTIFICATION, None, method, obj, size, params)
     if era is MODERN or "id" not in obj:
         return None  # 2026-07-28 servers accept only requests and notifications
     id_ = obj["id"]

@@ -77,6 +77,7 @@ CLIENT_INFO = "io.modelcontextprotocol/clientInfo"  # 2026-07-28: _meta key on e
 PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"  # 2026-07-28: _meta key
 _NOTIFICATION_PREFIX = b'{"jsonrpc":"2.0","method":"notifications/'
 _LISTEN = "subscriptions/listen"
+_READ_RESULTS = frozenset({"tools/list", "prompts/list", "initialize"})  # see ServerModel._read_result
 
 
 class Operation:
@@ -294,28 +295,34 @@ class ServerModel:
             method = op.method
             error_type = outcomes.OK
             if type(result) is dict:
-                if method == "tools/call" and result.get("isError") is True:
-                    error_type = outcomes.TOOL_ERROR
+                if method == "tools/call":
+                    if result.get("isError") is True:
+                        error_type = outcomes.TOOL_ERROR
+                elif method in _READ_RESULTS:
+                    self._read_result(op, method, result)
                 result_type = result.get("resultType")
                 if type(result_type) is str:
                     op.result_type = result_type
-                if method == "tools/list":
-                    self.observer.names_listed(method, _listed_names(result, "tools"))
-                elif method == "prompts/list":
-                    self.observer.names_listed(method, _listed_names(result, "prompts"))
-                elif method == "initialize":
-                    negotiated = result.get("protocolVersion")
-                    if type(negotiated) is str:
-                        op.protocol_version = negotiated
-                        if op.session_id is not None:
-                            session = self.sessions.get(op.session_id)
-                            if session is not None:
-                                session.protocol_version = negotiated
             self.finish(op, now, error_type, None, True, msg)
         else:
             code = msg.error_code
             error_type, vouched = outcomes.of_error(code)
             self.finish(op, now, error_type, code, vouched, msg)
+
+    def _read_result(self, op: Operation, method: str, result: dict[str, Any]) -> None:
+        """What a successful answer to a method in ``_READ_RESULTS`` tells the model."""
+        if method == "tools/list":
+            self.observer.names_listed(method, _listed_names(result, "tools"))
+        elif method == "prompts/list":
+            self.observer.names_listed(method, _listed_names(result, "prompts"))
+        else:  # initialize
+            negotiated = result.get("protocolVersion")
+            if type(negotiated) is str:
+                op.protocol_version = negotiated
+                if op.session_id is not None:
+                    session = self.sessions.get(op.session_id)
+                    if session is not None:
+                        session.protocol_version = negotiated
 
     def end_session(self, session_id: str, now: float) -> None:
         session = self.sessions.pop(session_id)
@@ -360,6 +367,8 @@ class HTTPExchange:
     note_chunks = 0  # chunks whose notifications are counted but not yet reported
     notes: dict[bytes, int] | None = None  # those counts, for chunks decoded without a reader
     sse_events = 0  # SSE chunks taken whole without a decoder (see response_body)
+    unsettled = False  # an operation began since the last _settle (end() settles only then)
+    notifications = False  # the request held a notification (a 2xx start acks it)
 
     def __init__(self, server: ServerModel, now: float, method: str, headers: Mapping[bytes, bytes]) -> None:
         self.server = server
@@ -367,7 +376,9 @@ class HTTPExchange:
         self.start = now
         self.http_method = method
         self.ops: list[Operation] = []
-        self.pending: dict[Any, list[Operation]] = {}
+        # Request id -> the operation waiting for its answer, or a list of them (repeated ids,
+        # answered in order).
+        self.pending: dict[Any, Operation | list[Operation]] = {}
         value = headers.get(b"mcp-protocol-version")
         if value is not None:
             self.version = value.decode("latin-1")
@@ -472,16 +483,23 @@ class HTTPExchange:
                     if type(params) is dict and type(params.get("clientInfo")) is dict:
                         _client_info(op, {CLIENT_INFO: params["clientInfo"]})
                 self.ops.append(op)
+                self.unsettled = True
                 observer.operation_started(op)
             if kind == REQUEST:
-                waiting = self.pending.get(msg.id)
+                pending = self.pending
+                key = msg.id
+                waiting = pending.get(key)
                 if waiting is None:
-                    self.pending[msg.id] = [op]
-                else:
+                    pending[key] = op
+                elif isinstance(waiting, list):
                     waiting.append(op)  # duplicate ids: answered in order
+                else:
+                    pending[key] = [waiting, op]
             elif self.started and 200 <= self.status < 300:
                 # The ack went out before the app finished reading the body.
                 self.server.finish(op, now, outcomes.OK)
+            else:
+                self.notifications = True
 
     def _header_operation(self) -> Operation | None:
         """The operation named by ``Mcp-Method``/``Mcp-Name``, for a body that was not read.
@@ -502,6 +520,7 @@ class HTTPExchange:
         op = self._operation(method, name, REQUEST, 0)
         op.name_from_header = True
         self.ops.append(op)
+        self.unsettled = True
         self.header_op = op
         self.observer.operation_started(op)
         return op
@@ -537,7 +556,7 @@ class HTTPExchange:
                 kind, encoding or b"", self.server.max_body_size, self.observer.parse_error, self._sink
             )
         server = self.server
-        if 200 <= status < 300:
+        if self.notifications and 200 <= status < 300:
             for op in self.ops:
                 if op.kind == NOTIFICATION and not op.done:
                     server.finish(op, now, outcomes.OK)
@@ -684,11 +703,14 @@ class HTTPExchange:
                     continue
                 waiting = None
             else:
-                waiting = self.pending.get(key)
-            if waiting:
-                op = waiting.pop(0)
-                if not waiting:
-                    del self.pending[key]
+                waiting = self.pending.pop(key, None)
+            if waiting is not None:
+                if isinstance(waiting, list):
+                    op = waiting.pop(0)
+                    if waiting:
+                        self.pending[key] = waiting
+                else:
+                    op = waiting
                 server.answer(op, msg, now)
                 continue
             header_op = self.header_op
@@ -773,7 +795,7 @@ class HTTPExchange:
                 error_type = outcomes.OK
                 vouched = False
             elif self.kind == SSE and self.session_id is not None and op.kind == REQUEST:
-                key = next((k for k, ops in self.pending.items() if op in ops), None)
+                key = next((k for k, w in self.pending.items() if w is op or (isinstance(w, list) and op in w)), None)
                 if key is not None:
                     op.parked = True
                     for evicted in server.parked.put((self.session_id, key), op, now):
@@ -784,6 +806,7 @@ class HTTPExchange:
                 error_type = outcomes.NO_RESPONSE
             server.finish(op, now, error_type, None, vouched)
         self.pending.clear()
+        self.unsettled = False
 
     def end(self, now: float, failure: str | None = None) -> None:
         """The app returned (``failure`` None), raised (``"exception"``) or was cancelled."""
@@ -795,13 +818,9 @@ class HTTPExchange:
             reader = self.reader
             if reader is not None and reader.pending:
                 self.observer.parse_error("truncated")  # the app returned mid-message
-        settle = self.pending or not self.complete or (not self.ops and self.header_method is not None)
-        if not settle:
-            for op in self.ops:
-                if not (op.done or op.parked):
-                    settle = True
-                    break
-        if settle:
+        # After a complete response every operation is settled, unless one began since (a
+        # body read after the response) or no operation exists yet (only the headers named one).
+        if self.unsettled or not self.complete or (not self.ops and self.header_method is not None):
             self._settle(now if self.cancelled_at is None else self.cancelled_at, failure)
         status = self.status if self.started else 0
         if failure == "exception" and not self.started:
