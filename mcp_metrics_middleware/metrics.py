@@ -706,9 +706,9 @@ class MCPMetrics:
 
     def _drain(self) -> None:
         pop = self._events.popleft
-        # At most what is queued now: events that arrive meanwhile wait for the next fold. A
-        # fold nested in this one (multiprocess mode, reporting an internal error) may have
-        # taken some of them already.
+        # At most what is queued now: events that arrive meanwhile wait for the next fold. (The
+        # lock is reentrant: should a record ever queue an event in multiprocess mode, the
+        # nested fold takes events from this count, and this one stops at an empty queue.)
         for _ in range(len(self._events)):
             try:
                 handler, item = pop()

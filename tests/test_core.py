@@ -644,7 +644,7 @@ def test_an_event_that_fails_to_record_is_counted_and_the_rest_recorded(
     assert value(registry, "mcp_http_server_request_duration_seconds_count", **http) == 1
 
 
-# -- what the recorder queues is a snapshot taken when the event happens -------------------------
+# -- what the recorder queues: final operations that hold only bounded values -------------------
 
 
 @pytest.mark.parametrize("scrape_between", [False, True])
@@ -799,3 +799,64 @@ def test_a_finished_record_is_final(registry: CollectorRegistry) -> None:
     ex.end(0.3)
     [(op, name, from_header, size)] = finished
     assert (op.name, op.name_from_header, op.request_size) == (name, from_header, size) == ("hdr_tool", True, 0)
+
+
+def _messages(registry: CollectorRegistry, direction: str, message_type: str) -> float:
+    labels = {"direction": direction, "message_type": message_type, "mcp_method_name": "tools/call"}
+    return value(registry, "mcp_server_messages_total", **labels)
+
+
+@pytest.mark.parametrize("scrape_between", [False, True])
+@pytest.mark.parametrize("status", [200, 307])
+def test_a_start_folded_after_its_finish_is_counted_the_same(
+    registry: CollectorRegistry, scrape_between: bool, status: int
+) -> None:
+    # Most starts are folded after their operation finished: the gauge is then never moved, and
+    # the request message is counted with the finish. A scrape in between folds the start while
+    # the operation is in flight. The totals must not depend on which happened.
+    m, _ = model(registry)
+    ex = m.http_exchange(0.0, "POST", {})
+    ex.request_body(0.1, orjson.dumps(call(1)), False)
+    if scrape_between:
+        assert in_flight_total(registry) == 1
+    ex.response_start(0.2, status, JSON if status == 200 else [(b"location", b"/mcp/")])
+    ex.response_body(0.3, answer(1) if status == 200 else b"", False)
+    ex.end(0.4)
+    assert in_flight_total(registry) == 0
+    assert _messages(registry, "received", "request") == 1
+    if status == 200:
+        assert op_count(registry, "tools/call", "sharpen_claw") == 1
+        assert _messages(registry, "sent", "response") == 1
+    else:  # a redirect withdraws the operation: its request still arrived
+        assert total_ops(registry) == 0
+
+
+def test_in_flight_counts_only_the_operations_still_open_at_a_scrape(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    exchanges = [m.http_exchange(0.0, "POST", {}) for _ in range(3)]
+    for i, ex in enumerate(exchanges):
+        ex.request_body(0.1, orjson.dumps(call(i)), False)
+    for i, ex in enumerate(exchanges[:2]):
+        ex.response_start(0.2, 200, JSON)
+        ex.response_body(0.3, answer(i), False)
+        ex.end(0.4)
+    assert in_flight_total(registry) == 1  # the third, folded while open
+    exchanges[2].response_start(0.5, 200, JSON)
+    exchanges[2].response_body(0.6, answer(2), False)
+    exchanges[2].end(0.7)
+    assert in_flight_total(registry) == 0
+    assert _messages(registry, "received", "request") == 3
+    assert op_count(registry, "tools/call", "sharpen_claw") == 3
+
+
+def test_a_long_protocol_version_in_meta_is_kept_as_a_marker(registry: CollectorRegistry) -> None:
+    # Over stdio each 2026-07-28 request names its version in _meta: a client's string, kept
+    # bounded (a queued operation holds it until the fold) and never a label.
+    m, _ = model(registry)
+    pipe = m.pipe(0.0)
+    meta = {"io.modelcontextprotocol/protocolVersion": "9" * (1 << 20)}
+    body = orjson.dumps(call(1) | {"params": {"name": "sharpen_claw", "_meta": meta}})
+    pipe.client_bytes(0.0, body + b"\n")
+    pipe.server_bytes(0.1, answer(1) + b"\n")
+    assert op_count(registry, "tools/call", "sharpen_claw", version="_OTHER", transport="pipe") == 1
+    assert value(registry, "mcp_metrics_label_overflow_total", label="mcp_protocol_version") == 1
