@@ -720,15 +720,18 @@ class MCPMetrics:
                 report_internal(self.store)  # counted at once: this fold holds the lock
 
     def _record_started(self, op: Operation) -> None:
-        # op.slot: (method label, in-flight key or None, arrival), decided here and used by the
-        # finish (recorded after this, in queue order) so that the gauge goes back down on the
-        # key it went up on. An operation that already finished when its start is folded (most
-        # of them: the fold comes later) never moves the gauge: its finish counts the arrival.
+        # op.slot: (method label, in-flight key or None), decided here and used by the finish
+        # (recorded after this, in queue order) so that the gauge goes back down on the key it
+        # went up on. An operation the client sent that had already finished when its start is
+        # folded (most of them: the fold comes later) keeps slot None and never moves the
+        # gauge: its finish decides its labels and counts its request message.
+        if op.done and op.direction == RECEIVED:
+            return
         method = op.method
         if method not in KNOWN_METHODS:
             method = self.method_label(method)
         if op.direction == SENT:
-            op.slot = (method, None, None)
+            op.slot = (method, None)
             self.store.message((SENT, REQUEST, method))
             return
         tool = ""
@@ -736,11 +739,8 @@ class MCPMetrics:
             name = op.name
             tool = name if name is not None and op.kind == REQUEST and name in self.tools else OTHER
         key = (method, tool)
-        if op.done:
-            op.slot = (method, key, (RECEIVED, op.kind, method))
-        else:
-            op.slot = (method, key, None)
-            self.store.start(key, (RECEIVED, op.kind, method))
+        op.slot = (method, key)
+        self.store.start(key, (RECEIVED, op.kind, method))
 
     def _record_traced(self, item: tuple[Operation, float]) -> None:
         self._record_finished(item[0], item[1])
@@ -748,9 +748,18 @@ class MCPMetrics:
     def _record_finished(self, op: Operation, walltime: float | None = None) -> None:
         # The hot path: each label takes its common value with one set lookup, and the
         # policy methods below decide everything else.
-        method, gauge, arrival = op.slot
+        slot = op.slot
+        if slot is None:  # started and finished before the fold: the gauge never moved
+            method = op.method
+            if method not in KNOWN_METHODS:
+                method = self.method_label(method)
+            gauge = None
+            arrival: tuple[str, str, str] | None = (RECEIVED, op.kind, method)
+        else:
+            method, gauge = slot
+            arrival = None
         answer = op.answer_kind
-        if gauge is None:  # a server-to-client request: its answer came from the client
+        if gauge is None and arrival is None:  # a server-to-client request: the client answered
             if answer is not None:
                 self.store.message((RECEIVED, answer, method))
             return
@@ -766,7 +775,7 @@ class MCPMetrics:
         if op.result_type == "input_required":
             # One round of a multi-round call, not the call: counted apart.
             self.store.input_required((method, tool))
-            self.store.operation(None if arrival else gauge, None, 0.0, None, 0, 0, message, arrival=arrival)
+            self.store.operation(gauge, None, 0.0, None, 0, 0, message, arrival=arrival)
             return
         error_type = op.error_type
         code = ""
@@ -792,7 +801,7 @@ class MCPMetrics:
             client = self.client_labels(client_name, method, error_type)
         trace = None if op.trace_id is None else (op.trace_id, op.span_id)
         self.store.operation(
-            None if arrival else gauge,
+            gauge,
             labels,
             op.end - op.start,
             (method, tool),
@@ -806,9 +815,11 @@ class MCPMetrics:
         )
 
     def _record_withdrawn(self, op: Operation) -> None:
-        _method, gauge, arrival = op.slot
-        if gauge is not None:
-            self.store.operation(None if arrival else gauge, None, 0.0, None, 0, 0, arrival=arrival)
+        slot = op.slot
+        if slot is None:  # started and withdrawn before the fold: only its request arrived
+            self.store.message((RECEIVED, op.kind, self.method_label(op.method)))
+        elif slot[1] is not None:
+            self.store.operation(slot[1], None, 0.0, None, 0, 0)
 
     def _record_message(self, item: tuple[str, str, str | None, int]) -> None:
         direction, kind, method, n = item
