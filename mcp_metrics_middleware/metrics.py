@@ -153,6 +153,7 @@ class _FastStore(Collector):
         self.clients: dict[tuple[str, ...], Row] = {}
         self.invalid_trace_contexts = 0.0
         self.payloads: dict[tuple[str, ...], Row] = {}
+        self.payload_rows: dict[tuple[str, str], list[Row | None]] = {}  # (method, tool) -> [request, response]
         self.http: dict[tuple[str, ...], Row] = {}
         self.sessions: dict[tuple[str, ...], Row] = {}
         self.in_flight: dict[tuple[str, str], float] = {}
@@ -226,22 +227,28 @@ class _FastStore(Collector):
                 row[index] += 1.0
                 row[-1] += duration
         if payload_labels is not None:
-            # _observe, inlined (payload rows are keyed by direction, method, tool).
-            rows = self.payloads
+            # _observe, inlined. Both payload rows of a (method, tool) are found with one lookup
+            # (each is made, and so exposed, on its first observation).
+            pair = self.payload_rows.get(payload_labels)
+            if pair is None:
+                pair = self.payload_rows[payload_labels] = [None, None]
             if request_size:
-                key = ("request", *payload_labels)
-                row = rows.get(key)
+                row = pair[0]
                 if row is None:
-                    row = rows[key] = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
+                    row = pair[0] = self._payload_row("request", payload_labels)
                 row[bisect_left(PAYLOAD_BUCKETS, request_size)] += 1.0
                 row[-1] += request_size
             if response_size:
-                key = ("response", *payload_labels)
-                row = rows.get(key)
+                row = pair[1]
                 if row is None:
-                    row = rows[key] = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
+                    row = pair[1] = self._payload_row("response", payload_labels)
                 row[bisect_left(PAYLOAD_BUCKETS, response_size)] += 1.0
                 row[-1] += response_size
+
+    def _payload_row(self, direction: str, payload_labels: tuple[str, str]) -> Row:
+        row: Row = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
+        self.payloads[(direction, *payload_labels)] = row
+        return row
 
     def input_required(self, key: tuple[str, str]) -> None:
         self.rounds[key] = self.rounds.get(key, 0.0) + 1.0
@@ -595,6 +602,11 @@ class MCPMetrics:
             registry.register(self.static)
         self.store = store
         self._events: deque[tuple[Callable[[Any], None], Any]] = deque()
+        # The handlers of every request's events, bound once: a bound method made for each
+        # queued event is an allocation per event.
+        self._on_started: Callable[[Operation], None] = self._record_started
+        self._on_finished: Callable[[Operation], None] = self._record_finished
+        self._on_http: Callable[[tuple[str, int, float]], None] = self._record_http
         # One lock: the store is written only by the fold, under its lock, and read under it.
         self._fold_lock = store.lock
         self._fold_at = 1 if self.multiprocess else _FOLD_AT
@@ -631,14 +643,14 @@ class MCPMetrics:
 
     def operation_started(self, op: Operation) -> None:
         queue = self._events
-        queue.append((self._record_started, op))
+        queue.append((self._on_started, op))
         if len(queue) >= self._fold_at:
             self._fold_soon()
 
     def operation_finished(self, op: Operation) -> None:
         queue = self._events
         if op.trace_id is None:
-            queue.append((self._record_finished, op))
+            queue.append((self._on_finished, op))
         else:
             # The exemplar's timestamp is when the operation finished, not when it is folded.
             queue.append((self._record_traced, (op, time.time())))
@@ -675,7 +687,7 @@ class MCPMetrics:
 
     def http_request(self, method: str, status: int, duration: float) -> None:
         queue = self._events
-        queue.append((self._record_http, (method, status, duration)))
+        queue.append((self._on_http, (method, status, duration)))
         if len(queue) >= self._fold_at:
             self._fold_soon()
 

@@ -626,7 +626,7 @@ def test_an_event_that_fails_to_record_is_counted_and_the_rest_recorded(
 ) -> None:
     m, metrics = model(registry)
     calls = 0
-    real = metrics._record_http
+    real = metrics._on_http
 
     def flaky(item: Any) -> None:
         nonlocal calls
@@ -635,7 +635,7 @@ def test_an_event_that_fails_to_record_is_counted_and_the_rest_recorded(
             raise RuntimeError("a bug of ours")
         real(item)
 
-    monkeypatch.setattr(metrics, "_record_http", flaky)
+    monkeypatch.setattr(metrics, "_on_http", flaky)
     exchange(m, orjson.dumps(call(1)), 200, JSON, [answer(1)])
     exchange(m, orjson.dumps(call(2)), 200, JSON, [answer(2)])
     assert parse_errors(registry) == {"internal": 1}
