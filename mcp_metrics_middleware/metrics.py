@@ -81,7 +81,6 @@ class OperationLabels(NamedTuple):
 
 
 OPERATION_LABELS = OperationLabels._fields
-_new_tuple = tuple.__new__
 CLIENT_LABELS = ("mcp_client_name", "mcp_method_name", "error_type")
 ROUND_LABELS = ("mcp_method_name", "gen_ai_tool_name")
 IN_FLIGHT_LABELS = ("mcp_method_name", "gen_ai_tool_name")
@@ -799,8 +798,8 @@ class MCPMetrics:
         version = op.protocol_version
         if version and version not in KNOWN_PROTOCOL_VERSIONS:
             version = self.version_label(version)
-        # tuple.__new__ skips the NamedTuple's Python-level __new__ (about 0.5 us per operation).
-        labels = _new_tuple(OperationLabels, (method, tool, prompt, error_type, code, version, op.transport))
+        # A plain tuple in OperationLabels order (equal to, and cheaper to build than, the NamedTuple).
+        labels: tuple[str, ...] = (method, tool, prompt, error_type, code, version, op.transport)
         if labels not in self.operation_series:
             labels = self.operation_labels(labels)
         client_name = op.client_name
@@ -937,8 +936,8 @@ class MCPMetrics:
             self._drain()
             self._learn(self.prompts, names)
 
-    def operation_labels(self, labels: OperationLabels) -> OperationLabels:
-        """Apply the series cap to a full operation label set."""
+    def operation_labels(self, labels: tuple[str, ...]) -> tuple[str, ...]:
+        """Apply the series cap to a full operation label set (values in ``OperationLabels`` order)."""
         seen = self.operation_series
         if labels in seen:
             return labels
@@ -946,7 +945,8 @@ class MCPMetrics:
             seen.add(labels)
             return labels
         self.overflow("series")
-        return OperationLabels(OTHER, OTHER, OTHER, labels.error_type, OTHER, OTHER, labels.network_transport)
+        error_type, transport = labels[3], labels[6]
+        return OperationLabels(OTHER, OTHER, OTHER, error_type, OTHER, OTHER, transport)
 
     def add_known_clients(self, names: Iterable[str]) -> None:
         """Admit these client names as ``mcp_client_name`` values, regardless of the cap."""

@@ -458,7 +458,7 @@ class _Tap:
                     status = int(status) if isinstance(status, int) else 0
                 headers = message.get("headers", ())
                 exchange.response_start(self.mw.clock(), status, headers)
-                if 300 <= status < 400:
+                if status >= 300 and status < 400:  # unchained: one comparison for a 2xx
                     self.mw._redirected(self.scope, status, dict(headers).get(b"location"))
         except Exception:
             report_internal(self.mw.metrics)
