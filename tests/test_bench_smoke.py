@@ -147,7 +147,8 @@ def test_against_runs_this_code_against_a_commit() -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.splitlines()
     assert [line.split(":")[0] for line in lines if not line.startswith(" ")] == ["json", "sse"]
-    assert sum("ours / HEAD:" in line for line in lines) == 2
+    assert sum("ours / HEAD:" in line and "best blocks" in line for line in lines) == 2
+    assert sum(line.strip().startswith("best blocks, added per request: ours +") for line in lines) == 2
 
 
 def test_against_names_a_bad_commit_in_one_line() -> None:
