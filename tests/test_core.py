@@ -860,3 +860,39 @@ def test_a_long_protocol_version_in_meta_is_kept_as_a_marker(registry: Collector
     pipe.server_bytes(0.1, answer(1) + b"\n")
     assert op_count(registry, "tools/call", "sharpen_claw", version="_OTHER", transport="pipe") == 1
     assert value(registry, "mcp_metrics_label_overflow_total", label="mcp_protocol_version") == 1
+
+
+@pytest.mark.parametrize("cut", [[], [0], [1], [5, 5], [10, 20], [-1], "bytes"])
+def test_a_request_body_in_pieces_is_read_as_one(registry: CollectorRegistry, cut: Any) -> None:
+    m, _ = model(registry)
+    body = orjson.dumps(call(1))
+    points = list(range(1, len(body))) if cut == "bytes" else [p % len(body) for p in cut]
+    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    ex = m.http_exchange(0.0, "POST", {})
+    for piece in pieces[:-1]:
+        ex.request_body(0.1, piece, True)
+    ex.request_body(0.1, pieces[-1], False)
+    ex.request_body(0.1, b"ignored: the body already ended", False)
+    ex.response_start(0.2, 200, JSON)
+    ex.response_body(0.3, answer(1), False)
+    ex.end(0.4)
+    assert op_count(registry, "tools/call", "sharpen_claw") == 1
+    assert value(registry, "mcp_server_operation_payload_bytes_sum", direction="request",
+                 mcp_method_name="tools/call", gen_ai_tool_name="sharpen_claw") == len(body)
+    assert parse_errors(registry) == {}
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_a_request_body_over_the_cap_is_not_decoded(registry: CollectorRegistry, pieces: int) -> None:
+    m, _ = model(registry, max_body_size=50)
+    body = orjson.dumps(call(1, "n" * 60))
+    ex = m.http_exchange(0.0, "POST", {b"mcp-method": b"tools/call"})
+    step = -(-len(body) // pieces)
+    chunks = [body[i : i + step] for i in range(0, len(body), step)]
+    for i, chunk in enumerate(chunks):
+        ex.request_body(0.1, chunk, i < len(chunks) - 1)
+    ex.response_start(0.2, 200, JSON)
+    ex.response_body(0.3, answer(1), False)
+    ex.end(0.4)
+    assert parse_errors(registry) == {"too_large": 1}
+    assert op_count(registry, "tools/call", "_OTHER") == 1  # named by its header only

@@ -405,26 +405,31 @@ class HTTPExchange:
         """A piece of the request body, as the app read it."""
         if self.request_done:
             return
-        cap = self.server.max_body_size
         buffer = self.request_buffer
-        if data:
-            self.request_size += len(data)
-            if self.request_size > cap:
-                self.request_done = True
-                self.request_buffer = None
-                self.observer.parse_error("too_large")
-                return
-            if more or buffer is not None:
+        body: bytes | bytearray = data
+        if more or buffer is not None:
+            if data:
+                self.request_size += len(data)
+                if self.request_size > self.server.max_body_size:
+                    self.request_done = True
+                    self.request_buffer = None
+                    self.observer.parse_error("too_large")
+                    return
                 if buffer is None:
                     buffer = self.request_buffer = bytearray()
                 buffer += data
-        if more:
-            return
-        self.request_done = True
-        body: bytes | bytearray = data
-        if buffer is not None:
+            if more:
+                return
+            assert buffer is not None  # more was false: a buffer came from an earlier piece
             self.request_buffer = None
             body = buffer
+        else:  # the whole body in one message (the common case)
+            self.request_size = size = len(data)
+            if size > self.server.max_body_size:
+                self.request_done = True
+                self.observer.parse_error("too_large")
+                return
+        self.request_done = True
         if not body:
             return  # an empty body (GET, DELETE, or an empty POST): nothing to decode
         # Content-Encoding is ignored, as the SDK ignores it: it parses the bytes as they came
