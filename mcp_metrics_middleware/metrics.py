@@ -192,13 +192,16 @@ class _FastStore(Collector):
         ``client``: its per-client label set (only with ``labels``); ``trace``: (trace id,
         span id), kept as the exemplar of the bucket the duration landed in, stamped
         ``walltime`` (Unix seconds; default: now). ``arrival``: its request message, when its
-        start was not recorded apart (``in_flight`` is None then: the gauge never moved).
+        start was not recorded apart; the gauge never moved then, and ``in_flight`` is only
+        shown (at 0 if new), as a recorded start would have shown it.
         """
+        gauges = self.in_flight
         if arrival is not None:
             counts = self.messages
             counts[arrival] = counts.get(arrival, 0.0) + 1.0
-        if in_flight is not None:
-            gauges = self.in_flight
+            if in_flight is not None and in_flight not in gauges:
+                gauges[in_flight] = 0.0
+        elif in_flight is not None:
             gauges[in_flight] = gauges.get(in_flight, 0.0) - 1.0
         if message is not None:
             counts = self.messages
@@ -455,7 +458,9 @@ class _ClientStore:
         # ``trace`` is dropped: multiprocess files cannot carry exemplars.
         if arrival is not None:
             self.messages.labels(*arrival).inc()
-        if in_flight is not None:
+            if in_flight is not None:
+                self.in_flight.labels(*in_flight)  # shown at 0, as a recorded start shows it
+        elif in_flight is not None:
             self.in_flight.labels(*in_flight).dec()
         if message is not None:
             self.messages.labels(*message).inc()
@@ -760,32 +765,39 @@ class MCPMetrics:
         # The hot path: each label takes its common value with one set lookup, and the
         # policy methods below decide everything else.
         slot = op.slot
+        answer = op.answer_kind
+        gauge: tuple[str, str] | None
         if slot is None:  # started and finished before the fold: the gauge never moved
             method = op.method
             if method not in KNOWN_METHODS:
                 method = self.method_label(method)
-            gauge = None
+            gauge = None  # below: the key its start would have moved (shown at 0, as if it had)
             arrival: tuple[str, str, str] | None = (RECEIVED, op.kind, method)
         else:
             method, gauge = slot
             arrival = None
-        answer = op.answer_kind
-        if gauge is None and arrival is None:  # a server-to-client request: the client answered
-            if answer is not None:
-                self.store.message((RECEIVED, answer, method))
-            return
+            if gauge is None:  # a server-to-client request: the client answered
+                if answer is not None:
+                    self.store.message((RECEIVED, answer, method))
+                return
         tool = prompt = ""
         raw_method = op.method
         if raw_method == "tools/call":
             tool = op.name  # type: ignore[assignment]
             if tool not in self.tools or not op.vouched or op.kind != REQUEST:
+                if arrival is not None:  # the start's rule, before this answer can admit a name
+                    name = op.name
+                    gauge = (method, name if name is not None and op.kind == REQUEST and name in self.tools else OTHER)
                 tool = self._name_label(self.tools, op, "gen_ai_tool_name")
         elif raw_method == "prompts/get":
             prompt = self._name_label(self.prompts, op, "gen_ai_prompt_name")
+        payload = (method, tool)
+        if gauge is None:
+            gauge = payload  # the start's key, whenever the label took its common value
         message = None if answer is None else (SENT, answer, method)
         if op.result_type == "input_required":
             # One round of a multi-round call, not the call: counted apart.
-            self.store.input_required((method, tool))
+            self.store.input_required(payload)
             self.store.operation(gauge, None, 0.0, None, 0, 0, message, arrival=arrival)
             return
         error_type = op.error_type
@@ -815,7 +827,7 @@ class MCPMetrics:
             gauge,
             labels,
             op.end - op.start,
-            (method, tool),
+            payload,
             op.request_size,
             op.response_size,
             message,
@@ -828,7 +840,12 @@ class MCPMetrics:
     def _record_withdrawn(self, op: Operation) -> None:
         slot = op.slot
         if slot is None:  # started and withdrawn before the fold: only its request arrived
-            self.store.message((RECEIVED, op.kind, self.method_label(op.method)))
+            method = self.method_label(op.method)
+            tool = ""
+            if op.method == "tools/call":
+                name = op.name
+                tool = name if name is not None and op.kind == REQUEST and name in self.tools else OTHER
+            self.store.operation((method, tool), None, 0.0, None, 0, 0, arrival=(RECEIVED, op.kind, method))
         elif slot[1] is not None:
             self.store.operation(slot[1], None, 0.0, None, 0, 0)
 

@@ -242,6 +242,7 @@ class MCPMetricsMiddleware:
             # model carries on in this one, sessions and all.
             state.loop, state.timer, state.sweep = loop, None, None
             state.waiting.clear()
+            self._schedule_expiry(state)  # what it kept still expires, whatever traffic comes
             return state
         if loop is None:  # pragma: no cover - asyncio and another loop type in one process
             return state

@@ -896,3 +896,100 @@ def test_a_request_body_over_the_cap_is_not_decoded(registry: CollectorRegistry,
     ex.end(0.4)
     assert parse_errors(registry) == {"too_large": 1}
     assert op_count(registry, "tools/call", "_OTHER") == 1  # named by its header only
+
+
+# -- review findings: late answers, zero-valued gauges --------------------------------------------
+
+
+@pytest.mark.parametrize("fold_between", [False, True])
+@pytest.mark.parametrize("case", ["input_required", "initialize"])
+def test_a_late_answer_changes_nothing_the_finish_recorded(
+    registry: CollectorRegistry, fold_between: bool, case: str
+) -> None:
+    # The client left (cancelled); the app answered anyway. The record was final at the
+    # cancellation, whether or not a fold ran before the answer.
+    m, metrics = model(registry)
+    if case == "input_required":
+        headers = {b"mcp-protocol-version": b"2026-07-28"}
+        body, late = call(1), {"resultType": "input_required", "content": []}
+    else:
+        headers = {b"mcp-protocol-version": b"2025-03-26"}
+        body, late = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}, {"protocolVersion": "2031-01-01"}
+    ex = m.http_exchange(0.0, "POST", headers)
+    ex.request_body(0.0, orjson.dumps(body), False)
+    ex.disconnected(1.0)
+    if fold_between:
+        metrics.fold()
+    ex.response_start(2.0, 200, JSON)
+    ex.response_body(2.0, orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": late}), False)
+    ex.end(2.0)
+    if case == "input_required":
+        assert op_count(registry, "tools/call", "sharpen_claw", "cancelled", version="2026-07-28") == 1
+        assert value(registry, "mcp_server_input_required_total", mcp_method_name="tools/call",
+                     gen_ai_tool_name="sharpen_claw") == 0
+    else:
+        assert op_count(registry, "initialize", error_type="cancelled", version="2025-03-26") == 1
+        assert value(registry, "mcp_metrics_label_overflow_total", label="mcp_protocol_version") == 0
+    assert total_ops(registry) == 1
+    assert in_flight_total(registry) == 0
+
+
+@pytest.mark.parametrize("scrape_between", [False, True])
+@pytest.mark.parametrize(
+    ("name", "status", "series"),
+    [
+        ("sharpen_claw", 200, ("tools/call", "sharpen_claw")),
+        ("not_a_tool", 200, ("tools/call", "_OTHER")),
+        ("sharpen_claw", 307, ("tools/call", "sharpen_claw")),
+    ],
+)
+def test_the_in_flight_series_is_shown_at_zero_however_the_start_was_folded(
+    registry: CollectorRegistry, scrape_between: bool, name: str, status: int, series: tuple[str, str]
+) -> None:
+    m, _ = model(registry)
+    ex = m.http_exchange(0.0, "POST", {})
+    ex.request_body(0.1, orjson.dumps(call(1, name)), False)
+    if scrape_between:
+        list(registry.collect())
+    ex.response_start(0.2, status, JSON if status == 200 else [(b"location", b"/mcp/")])
+    ex.response_body(0.3, answer(1) if status == 200 else b"", False)
+    ex.end(0.4)
+    labels = {"mcp_method_name": series[0], "gen_ai_tool_name": series[1]}
+    assert registry.get_sample_value("mcp_server_operations_in_flight", labels) == 0.0
+    assert in_flight_total(registry) == 0
+
+
+@pytest.mark.parametrize("transport", ["tcp", "pipe"])
+def test_long_methods_are_not_kept_alive_by_the_queue(registry: CollectorRegistry, transport: str) -> None:
+    m, metrics = model(registry)
+    long_method = "m" * (1 << 20)
+    pipe = m.pipe(0.0) if transport == "pipe" else None
+    tracemalloc.start()
+    try:
+        for i in range(20):
+            body = orjson.dumps({"jsonrpc": "2.0", "id": i, "method": long_method})
+            if pipe is None:
+                exchange(m, body, 200, JSON, [answer(i)])
+            else:
+                pipe.client_bytes(0.0, body + b"\n")
+                pipe.server_bytes(0.1, answer(i) + b"\n")
+            del body
+        assert 0 < len(metrics._events) < 256  # nothing folded yet
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del long_method
+    assert held < 2 * 1024 * 1024
+    assert total_ops(registry, mcp_method_name="_OTHER") == 20
+    assert value(registry, "mcp_metrics_label_overflow_total", label="mcp_method_name") == 20
+
+
+def test_a_long_stdio_meta_protocol_version_is_kept_as_a_marker_for_the_session(registry: CollectorRegistry) -> None:
+    m, _ = model(registry)
+    pipe = m.pipe(0.0)
+    meta = {"io.modelcontextprotocol/protocolVersion": "9" * (1 << 20)}
+    pipe.client_bytes(0.0, orjson.dumps(call(1) | {"params": {"name": "sharpen_claw", "_meta": meta}}) + b"\n")
+    pipe.server_bytes(0.1, answer(1) + b"\n")
+    from mcp_metrics_middleware.protocol.jsonrpc import TOO_LONG
+
+    assert pipe.version == TOO_LONG

@@ -638,3 +638,30 @@ async def test_a_repeated_request_header_is_read_first_wins(registry: CollectorR
     await drive(app, s, CALL_BODY)
     assert op_count(registry, "tools/call", "sharpen_claw", version="2025-11-25") == 1
     assert total_ops(registry) == 1
+
+
+def test_what_a_closed_event_loop_left_still_expires_in_the_next(registry: CollectorRegistry) -> None:
+    # A server restarted in process (a new event loop): the sessions the model kept must still
+    # expire on time, even if no request with a session comes again.
+    import asyncio
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body = orjson.loads((await receive())["body"])
+        headers = list(JSON)
+        if body["method"] == "initialize":
+            headers.append((b"mcp-session-id", b"s1"))
+        answer = orjson.dumps(result(body["id"], protocolVersion="2025-06-18"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    middleware = mw(app, registry, session_idle_timeout=0.3)
+    asyncio.run(drive(middleware, scope(), orjson.dumps(request(1, "initialize"))))
+    assert value(registry, "mcp_server_sessions_active") == 1
+
+    async def later() -> None:
+        await drive(middleware, scope(), orjson.dumps(request(2, "ping")))
+        await asyncio.sleep(1.0)
+
+    asyncio.run(later())
+    assert value(registry, "mcp_server_sessions_active") == 0
+    assert value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2025-06-18") == 1

@@ -123,6 +123,8 @@ def _call(kind: str, id_: Any, method: str, obj: dict[str, Any], size: int, para
     """A request or notification (``params``: its ``obj["params"]``), with ``params.name`` and
     ``params._meta`` read once."""
     name = meta = None
+    if len(method) > MAX_KEPT:
+        method = TOO_LONG  # no known method is this long: a record keeps the marker
     if type(params) is dict:
         meta = params.get("_meta")
         if type(meta) is not dict:

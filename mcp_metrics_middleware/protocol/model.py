@@ -299,7 +299,9 @@ class ServerModel:
                     if result.get("isError") is True:
                         error_type = outcomes.TOOL_ERROR
                 elif method in _READ_RESULTS:
-                    self._read_result(op, method, result)
+                    self._read_result(op, method, result)  # what it teaches, even when late
+                if op.done:
+                    return  # a late answer (the client had left): a finished record is final
                 result_type = result.get("resultType")
                 if type(result_type) is str:
                     op.result_type = result_type
@@ -318,7 +320,8 @@ class ServerModel:
         else:  # initialize
             negotiated = result.get("protocolVersion")
             if type(negotiated) is str:
-                op.protocol_version = negotiated
+                if not op.done:  # a finished record is final
+                    op.protocol_version = negotiated
                 if op.session_id is not None:
                     session = self.sessions.get(op.session_id)
                     if session is not None:
@@ -926,8 +929,8 @@ class PipeConnection:
                 meta = msg.meta
                 if meta is not None and self.session is None and msg.method != "initialize":
                     # 2026-07-28: no initialize; the session starts with the first request.
-                    version = meta.get(PROTOCOL_VERSION)
-                    if type(version) is str:
+                    version = kept(meta.get(PROTOCOL_VERSION))  # kept for the process's life
+                    if version is not None:
                         self.version = version
                     if CLIENT_INFO in meta:
                         info = meta[CLIENT_INFO]
