@@ -119,6 +119,10 @@ _by_registry_lock = threading.Lock()
 Row = list[float]  # a histogram row: [count per bucket..., count in +Inf, sum]
 # The latest exemplar of each bucket of one row: bucket index -> (trace_id, span_id, value, unix time).
 Exemplars = dict[int, tuple[str, str | None, float, float]]
+# What store.resolve returns: (labels, operation row, client row or labels, payload row pair,
+# payload labels, answer message, arrival message); opaque to the recorder, which may keep it.
+Resolved = tuple[Any, ...]
+_MAX_RESOLVED = 4096  # decisions the recorder keeps (only those that changed no policy state)
 _FOLD_AT = 256  # queued observer events recorded at once on the serving thread
 _FOLD_FORCE = 16384  # past this many queued, the serving thread waits for a fold in progress
 _log_enabled = logger.isEnabledFor  # cached per level by logging: the disabled path is one call
@@ -173,79 +177,106 @@ class _FastStore(Collector):
         messages = self.messages
         messages[message] = messages.get(message, 0.0) + 1.0
 
-    def operation(
+    def ended(
         self,
         in_flight: tuple[str, str] | None,
-        labels: tuple[str, ...] | None,
-        duration: float,
-        payload_labels: tuple[str, str] | None,
-        request_size: int,
-        response_size: int,
         message: tuple[str, str, str] | None = None,
-        client: tuple[str, str, str] | None = None,
-        trace: tuple[str, str | None] | None = None,
-        walltime: float | None = None,
         arrival: tuple[str, str, str] | None = None,
     ) -> None:
-        """An operation finished (``labels`` None: withdrawn) and ``message``, its answer, was sent.
+        """An operation ended without a duration to record (withdrawn, or one round of a call).
 
-        ``client``: its per-client label set (only with ``labels``); ``trace``: (trace id,
-        span id), kept as the exemplar of the bucket the duration landed in, stamped
-        ``walltime`` (Unix seconds; default: now). ``arrival``: its request message, when its
-        start was not recorded apart; the gauge never moved then, and ``in_flight`` is only
-        shown (at 0 if new), as a recorded start would have shown it.
+        ``message``: its answer, sent. ``arrival``: its request message, when its start was not
+        recorded apart; the gauge never moved then, and ``in_flight`` is only shown (at 0 if
+        new), as a recorded start would have shown it. Otherwise the gauge goes down.
         """
         gauges = self.in_flight
+        counts = self.messages
         if arrival is not None:
-            counts = self.messages
             counts[arrival] = counts.get(arrival, 0.0) + 1.0
             if in_flight is not None and in_flight not in gauges:
                 gauges[in_flight] = 0.0
         elif in_flight is not None:
             gauges[in_flight] = gauges.get(in_flight, 0.0) - 1.0
         if message is not None:
-            counts = self.messages
             counts[message] = counts.get(message, 0.0) + 1.0
-        if labels is not None:
-            # _observe, inlined: the operation and client rows share one bucket index.
-            bounds = self.duration_buckets
-            index = bisect_left(bounds, duration)
-            rows = self.operations
-            row = rows.get(labels)
-            if row is None:
-                row = rows[labels] = [0.0] * (len(bounds) + 2)
-            row[index] += 1.0
-            row[-1] += duration
-            if trace is not None:
-                exemplars = self.exemplars.get(labels)
-                if exemplars is None:
-                    exemplars = self.exemplars[labels] = {}
-                exemplars[index] = (trace[0], trace[1], duration, time.time() if walltime is None else walltime)
-            if client is not None:
-                rows = self.clients
-                row = rows.get(client)
-                if row is None:
-                    row = rows[client] = [0.0] * (len(bounds) + 2)
-                row[index] += 1.0
-                row[-1] += duration
-        if payload_labels is not None:
-            # _observe, inlined. Both payload rows of a (method, tool) are found with one lookup
-            # (each is made, and so exposed, on its first observation).
-            pair = self.payload_rows.get(payload_labels)
-            if pair is None:
-                pair = self.payload_rows[payload_labels] = [None, None]
-            if request_size:
-                row = pair[0]
-                if row is None:
-                    row = pair[0] = self._payload_row("request", payload_labels)
-                row[bisect_left(PAYLOAD_BUCKETS, request_size)] += 1.0
-                row[-1] += request_size
-            if response_size:
-                row = pair[1]
-                if row is None:
-                    row = pair[1] = self._payload_row("response", payload_labels)
-                row[bisect_left(PAYLOAD_BUCKETS, response_size)] += 1.0
-                row[-1] += response_size
+
+    def resolve(
+        self,
+        labels: tuple[str, ...],
+        payload_labels: tuple[str, str],
+        message: tuple[str, str, str] | None,
+        client: tuple[str, str, str],
+        arrival: tuple[str, str, str] | None,
+        shown: tuple[str, str] | None,
+    ) -> Resolved:
+        """The rows a finished operation with these label sets updates, made on first use.
+
+        The recorder may keep the result for the next operation decided the same way: rows are
+        never replaced. ``shown``: an in-flight key to show (at 0 if new).
+        """
+        width = len(self.duration_buckets) + 2
+        row = self.operations.get(labels)
+        if row is None:
+            row = self.operations[labels] = [0.0] * width
+        client_row = self.clients.get(client)
+        if client_row is None:
+            client_row = self.clients[client] = [0.0] * width
+        pair = self.payload_rows.get(payload_labels)
+        if pair is None:
+            pair = self.payload_rows[payload_labels] = [None, None]
+        if shown is not None and shown not in self.in_flight:
+            self.in_flight[shown] = 0.0
+        return (labels, row, client_row, pair, payload_labels, message, arrival)
+
+    def finished(
+        self,
+        rows: Resolved,
+        in_flight: tuple[str, str] | None,
+        duration: float,
+        request_size: int,
+        response_size: int,
+        trace: tuple[str, str | None] | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """An operation finished: its duration and sizes, in the rows of :meth:`resolve`.
+
+        ``in_flight``: the gauge key its recorded start moved (None: its start was not recorded
+        apart, see ``ended``). ``trace``: (trace id, span id), kept as the exemplar of the
+        bucket the duration landed in, stamped ``walltime`` (Unix seconds; default: now).
+        """
+        labels, row, client_row, pair, payload_labels, message, arrival = rows
+        counts = self.messages
+        if arrival is not None:
+            counts[arrival] = counts.get(arrival, 0.0) + 1.0
+        elif in_flight is not None:
+            gauges = self.in_flight
+            gauges[in_flight] = gauges.get(in_flight, 0.0) - 1.0
+        if message is not None:
+            counts[message] = counts.get(message, 0.0) + 1.0
+        # The operation and client rows share one bucket index.
+        index = bisect_left(self.duration_buckets, duration)
+        row[index] += 1.0
+        row[-1] += duration
+        client_row[index] += 1.0
+        client_row[-1] += duration
+        if trace is not None:
+            exemplars = self.exemplars.get(labels)
+            if exemplars is None:
+                exemplars = self.exemplars[labels] = {}
+            exemplars[index] = (trace[0], trace[1], duration, time.time() if walltime is None else walltime)
+        # Each payload row is made, and so exposed, on its first observation.
+        if request_size:
+            size_row = pair[0]
+            if size_row is None:
+                size_row = pair[0] = self._payload_row("request", payload_labels)
+            size_row[bisect_left(PAYLOAD_BUCKETS, request_size)] += 1.0
+            size_row[-1] += request_size
+        if response_size:
+            size_row = pair[1]
+            if size_row is None:
+                size_row = pair[1] = self._payload_row("response", payload_labels)
+            size_row[bisect_left(PAYLOAD_BUCKETS, response_size)] += 1.0
+            size_row[-1] += response_size
 
     def _payload_row(self, direction: str, payload_labels: tuple[str, str]) -> Row:
         row: Row = [0.0] * (len(PAYLOAD_BUCKETS) + 2)
@@ -441,21 +472,12 @@ class _ClientStore:
         self.in_flight.labels(*key).inc()
         self.messages.labels(*message).inc()
 
-    def operation(
+    def ended(
         self,
         in_flight: tuple[str, str] | None,
-        labels: tuple[str, ...] | None,
-        duration: float,
-        payload_labels: tuple[str, str] | None,
-        request_size: int,
-        response_size: int,
         message: tuple[str, str, str] | None = None,
-        client: tuple[str, str, str] | None = None,
-        trace: tuple[str, str | None] | None = None,
-        walltime: float | None = None,
         arrival: tuple[str, str, str] | None = None,
     ) -> None:
-        # ``trace`` is dropped: multiprocess files cannot carry exemplars.
         if arrival is not None:
             self.messages.labels(*arrival).inc()
             if in_flight is not None:
@@ -464,15 +486,39 @@ class _ClientStore:
             self.in_flight.labels(*in_flight).dec()
         if message is not None:
             self.messages.labels(*message).inc()
-        if labels is not None:
-            self.operations.labels(*labels).observe(duration)
-        if client is not None:
-            self.clients.labels(*client).observe(duration)
-        if payload_labels is not None:
-            if request_size:
-                self.payloads.labels("request", *payload_labels).observe(request_size)
-            if response_size:
-                self.payloads.labels("response", *payload_labels).observe(response_size)
+
+    def resolve(
+        self,
+        labels: tuple[str, ...],
+        payload_labels: tuple[str, str],
+        message: tuple[str, str, str] | None,
+        client: tuple[str, str, str],
+        arrival: tuple[str, str, str] | None,
+        shown: tuple[str, str] | None,
+    ) -> Resolved:
+        if shown is not None:
+            self.in_flight.labels(*shown)
+        return (labels, None, client, None, payload_labels, message, arrival)
+
+    def finished(
+        self,
+        rows: Resolved,
+        in_flight: tuple[str, str] | None,
+        duration: float,
+        request_size: int,
+        response_size: int,
+        trace: tuple[str, str | None] | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        # ``trace`` is dropped: multiprocess files cannot carry exemplars.
+        labels, _, client, _, payload_labels, message, arrival = rows
+        self.ended(in_flight, message, arrival)
+        self.operations.labels(*labels).observe(duration)
+        self.clients.labels(*client).observe(duration)
+        if request_size:
+            self.payloads.labels("request", *payload_labels).observe(request_size)
+        if response_size:
+            self.payloads.labels("response", *payload_labels).observe(response_size)
 
     def input_required(self, key: tuple[str, str]) -> None:
         self.rounds.labels(*key).inc()
@@ -611,6 +657,8 @@ class MCPMetrics:
         self._on_started: Callable[[Operation], None] = self._record_started
         self._on_finished: Callable[[Operation], None] = self._record_finished
         self._on_http: Callable[[tuple[str, int, float]], None] = self._record_http
+        # Decisions of _record_finished that changed no policy state, by the values they read.
+        self._resolved: dict[tuple[Any, ...], Resolved] = {}
         # One lock: the store is written only by the fold, under its lock, and read under it.
         self._fold_lock = store.lock
         self._fold_at = 1 if self.multiprocess else _FOLD_AT
@@ -762,14 +810,38 @@ class MCPMetrics:
         self._record_finished(item[0], item[1])
 
     def _record_finished(self, op: Operation, walltime: float | None = None) -> None:
-        # The hot path: each label takes its common value with one set lookup, and the
-        # policy methods below decide everything else.
+        # The hot path. Most operations started and finished between two folds (slot None), and
+        # most are decided exactly like an earlier one: each label took its common value with
+        # one set lookup, and no policy state changed. Such a decision is kept, keyed by every
+        # value it read, with the store rows it resolved; the next operation with the same values
+        # is recorded with one lookup. Label sets only ever grow, so a kept decision stays true.
         slot = op.slot
         answer = op.answer_kind
+        trace = None if op.trace_id is None else (op.trace_id, op.span_id)
         gauge: tuple[str, str] | None
+        key: tuple[Any, ...] | None = None
+        pure = True  # no policy method ran: nothing was admitted, no overflow counted
         if slot is None:  # started and finished before the fold: the gauge never moved
+            key = (
+                op.method,
+                op.name,
+                op.kind,
+                op.vouched,
+                answer,
+                op.error_type,
+                op.code,
+                op.protocol_version,
+                op.transport,
+                op.client_name,
+                op.result_type,
+            )
+            rows = self._resolved.get(key)
+            if rows is not None:
+                self.store.finished(rows, None, op.end - op.start, op.request_size, op.response_size, trace, walltime)
+                return
             method = op.method
             if method not in KNOWN_METHODS:
+                pure = False
                 method = self.method_label(method)
             gauge = None  # below: the key its start would have moved (shown at 0, as if it had)
             arrival: tuple[str, str, str] | None = (RECEIVED, op.kind, method)
@@ -785,12 +857,16 @@ class MCPMetrics:
         if raw_method == "tools/call":
             tool = op.name  # type: ignore[assignment]
             if tool not in self.tools or not op.vouched or op.kind != REQUEST:
+                pure = False
                 if arrival is not None:  # the start's rule, before this answer can admit a name
                     name = op.name
                     gauge = (method, name if name is not None and op.kind == REQUEST and name in self.tools else OTHER)
                 tool = self._name_label(self.tools, op, "gen_ai_tool_name")
         elif raw_method == "prompts/get":
-            prompt = self._name_label(self.prompts, op, "gen_ai_prompt_name")
+            prompt = op.name  # type: ignore[assignment]
+            if prompt not in self.prompts or not op.vouched or op.kind != REQUEST:
+                pure = False
+                prompt = self._name_label(self.prompts, op, "gen_ai_prompt_name")
         payload = (method, tool)
         if gauge is None:
             gauge = payload  # the start's key, whenever the label took its common value
@@ -798,43 +874,40 @@ class MCPMetrics:
         if op.result_type == "input_required":
             # One round of a multi-round call, not the call: counted apart.
             self.store.input_required(payload)
-            self.store.operation(gauge, None, 0.0, None, 0, 0, message, arrival=arrival)
+            self.store.ended(gauge, message, arrival)
             return
         error_type = op.error_type
         code = ""
         if op.code is not None:
+            pure = False
             code = self.code_label(op.code)
             if error_type and error_type == str(op.code) and code == OTHER:
                 error_type = OTHER  # a custom code past the cap
                 self.overflow("error_type")
         version = op.protocol_version
         if version and version not in KNOWN_PROTOCOL_VERSIONS:
+            pure = False
             version = self.version_label(version)
         # A plain tuple in OperationLabels order (equal to, and cheaper to build than, the NamedTuple).
         labels: tuple[str, ...] = (method, tool, prompt, error_type, code, version, op.transport)
         if labels not in self.operation_series:
+            pure = False
             labels = self.operation_labels(labels)
         client_name = op.client_name
         if client_name is None:
             client_name = ""
         elif client_name not in self.known_clients and client_name not in self.clients:
+            pure = False
             client_name = self.client_label(client_name)
         client = (client_name, method, error_type)
         if client not in self.client_series:
+            pure = False
             client = self.client_labels(client_name, method, error_type)
-        trace = None if op.trace_id is None else (op.trace_id, op.span_id)
-        self.store.operation(
-            gauge,
-            labels,
-            op.end - op.start,
-            payload,
-            op.request_size,
-            op.response_size,
-            message,
-            client,
-            trace,
-            walltime,
-            arrival,
+        rows = self.store.resolve(labels, payload, message, client, arrival, gauge if arrival else None)
+        if key is not None and pure and len(self._resolved) < _MAX_RESOLVED:
+            self._resolved[key] = rows
+        self.store.finished(
+            rows, None if arrival else gauge, op.end - op.start, op.request_size, op.response_size, trace, walltime
         )
 
     def _record_withdrawn(self, op: Operation) -> None:
@@ -845,9 +918,9 @@ class MCPMetrics:
             if op.method == "tools/call":
                 name = op.name
                 tool = name if name is not None and op.kind == REQUEST and name in self.tools else OTHER
-            self.store.operation((method, tool), None, 0.0, None, 0, 0, arrival=(RECEIVED, op.kind, method))
+            self.store.ended((method, tool), None, (RECEIVED, op.kind, method))
         elif slot[1] is not None:
-            self.store.operation(slot[1], None, 0.0, None, 0, 0)
+            self.store.ended(slot[1])
 
     def _record_message(self, item: tuple[str, str, str | None, int]) -> None:
         direction, kind, method, n = item

@@ -993,3 +993,72 @@ def test_a_long_stdio_meta_protocol_version_is_kept_as_a_marker_for_the_session(
     from mcp_metrics_middleware.protocol.jsonrpc import TOO_LONG
 
     assert pipe.version == TOO_LONG
+
+
+# -- the recorder keeps decisions that changed no policy state ----------------------------------
+
+
+def _calls(m: ServerModel, n: int, name: str = "sharpen_claw", **headers: bytes) -> None:
+    hdrs = {k.replace("_", "-").encode(): v for k, v in headers.items()}
+    for i in range(n):
+        exchange(m, orjson.dumps(call(i, name)), 200, JSON, [answer(i)], hdrs)
+
+
+def test_a_kept_decision_records_the_same_numbers(registry: CollectorRegistry) -> None:
+    m, metrics = model(registry)
+    _calls(m, 5)
+    metrics.fold()
+    assert len(metrics._resolved) == 1  # five operations decided alike: one decision kept
+    _calls(m, 5)
+    assert op_count(registry, "tools/call", "sharpen_claw") == 10
+    assert _messages(registry, "received", "request") == 10
+    assert _messages(registry, "sent", "response") == 10
+    sizes = {"direction": "request", "mcp_method_name": "tools/call", "gen_ai_tool_name": "sharpen_claw"}
+    assert value(registry, "mcp_server_operation_payload_bytes_count", **sizes) == 10
+    client = {"mcp_client_name": "", "mcp_method_name": "tools/call", "error_type": ""}
+    assert value(registry, "mcp_server_client_operation_duration_seconds_count", **client) == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "headers", "overflow"),
+    [
+        ("not_listed", {}, ("gen_ai_tool_name", "tools/call", "_OTHER")),  # admitted once, then known
+        ("sharpen_claw", {"mcp_protocol_version": b"1999-01-01"}, ("mcp_protocol_version", "tools/call", "sharpen_claw")),
+    ],
+)
+def test_a_decision_that_counted_an_overflow_or_admitted_a_name_is_not_kept(
+    registry: CollectorRegistry, name: str, headers: dict[str, bytes], overflow: tuple[str, str, str]
+) -> None:
+    m, metrics = model(registry)
+    _calls(m, 4, name, **headers)
+    metrics.fold()
+    label, method, tool = overflow
+    if label == "gen_ai_tool_name":
+        # The first successful call admits the name (not kept); the next three are decided alike.
+        assert op_count(registry, method, name) == 4
+        assert len(metrics._resolved) == 1
+    else:
+        assert value(registry, "mcp_metrics_label_overflow_total", label=label) == 4  # counted each time
+        assert op_count(registry, method, tool, version="_OTHER") == 4
+        assert len(metrics._resolved) == 0
+
+
+def test_the_series_cap_counts_every_operation_past_it(registry: CollectorRegistry) -> None:
+    metrics = MCPMetrics(registry, max_operation_series=1)
+    metrics.learn_tools(["sharpen_claw", "nap"])
+    m = ServerModel(metrics, max_body_size=1 << 20, session_idle_timeout=60.0, max_sessions=10,
+                    parked_timeout=60.0, max_parked=10)
+    _calls(m, 3, "sharpen_claw")
+    _calls(m, 3, "nap")
+    assert op_count(registry, "tools/call", "sharpen_claw") == 3
+    assert value(registry, "mcp_metrics_label_overflow_total", label="series") == 3
+    assert total_ops(registry) == 6
+
+
+def test_a_tool_learned_later_is_labelled_by_its_name_from_then_on(registry: CollectorRegistry) -> None:
+    m, metrics = model(registry)
+    exchange(m, orjson.dumps(call(1, "fresh")), 200, JSON, [answer(1, isError=True)])  # a tool error: not admitted
+    assert op_count(registry, "tools/call", "_OTHER", "tool_error") == 1
+    metrics.learn_tools(["fresh"])
+    exchange(m, orjson.dumps(call(2, "fresh")), 200, JSON, [answer(2, isError=True)])
+    assert op_count(registry, "tools/call", "fresh", "tool_error") == 1
