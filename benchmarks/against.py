@@ -2,6 +2,7 @@
 
     python -m benchmarks.against 9be98e7 a38e41d           # the working tree vs two commits
     python -m benchmarks.against v0.2.0 --rounds 41
+    python -m benchmarks.against --layers               # where this code's time goes
 
 Each commit's package is extracted with ``git archive`` into a temporary directory and imported
 under another name, so every version runs in this one process. The apps are minimal ASGI
@@ -12,6 +13,11 @@ the result is the median of the per-round differences against bare and, per comm
 and quartiles of the per-round ratios ours/theirs, and the ratio of the best blocks (each
 variant's fastest block less bare's fastest: noise only ever adds time, so on a shared machine
 this is the steadiest estimate of the code's own cost). Read the ratios, not the µs.
+
+``--layers`` adds two variants built through the public API: a passthrough tap (what any
+middleware that wraps receive and send costs) and ours with a recorder that records nothing (a
+``metrics=`` subclass whose observer methods do nothing), and splits ours' best block into the
+tap, the adapter and core on top of it, and the recorder.
 """
 
 from __future__ import annotations
@@ -117,13 +123,47 @@ async def _block(app: Any, n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-async def compare(revs: list[str], rounds: int, n: int) -> None:
+class _Tap:
+    """A passthrough tap: a per-request object wrapping receive and send, and nothing else."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def tap_receive() -> Any:
+            return await receive()
+
+        async def tap_send(message: Any) -> None:
+            await send(message)
+
+        await self.app(scope, tap_receive, tap_send)
+
+
+def _no_recording(app: Any) -> Any:
+    """Ours, with a recorder (``metrics=``) whose observer methods do nothing."""
+    from mcp_metrics_middleware import MCPMetrics, MCPMetricsMiddleware
+
+    class NoRecording(MCPMetrics):
+        def _nothing(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+        operation_started = operation_finished = operation_withdrawn = message = _nothing
+        names_listed = session_started = session_ended = http_request = _nothing
+        parse_error = near_miss = invalid_trace_context = _nothing
+
+    return MCPMetricsMiddleware(app, metrics=NoRecording(CollectorRegistry()), discover_tools=False)
+
+
+async def compare(revs: list[str], rounds: int, n: int, layers: bool = False) -> None:
     from mcp_metrics_middleware import MCPMetricsMiddleware
 
     others = {rev: load_commit(rev) for rev in revs}
     for case, app in (("json", json_app), ("sse", sse_app)):
         variants: dict[str, Any] = {"bare": app, "ours": wrap(MCPMetricsMiddleware, app)}
         variants.update({rev: wrap(mw, app) for rev, mw in others.items()})
+        if layers:
+            variants["tap"] = _Tap(app)
+            variants["no recording"] = _no_recording(app)
         samples: dict[str, list[float]] = {name: [] for name in variants}
         for variant in variants.values():
             await _block(variant, n // 2)  # warm-up
@@ -141,6 +181,12 @@ async def compare(revs: list[str], rounds: int, n: int) -> None:
         # best block is the steadiest estimate of what the code itself costs.
         best = {name: min(samples[name]) - min(bare) for name in names[1:]}
         print("    best blocks, added per request: " + "  ".join(f"{k} +{v:.2f} µs" for k, v in best.items()))
+        if layers:
+            tap, core, ours = best["tap"], best["no recording"], best["ours"]
+            print(
+                f"    layers of ours (best blocks): the tap +{tap:.2f} µs, adapter and core +{core - tap:.2f} µs,"
+                f" the recorder +{ours - core:.2f} µs"
+            )
         for rev in revs:
             ratios = [a / b for a, b in zip(added["ours"], added[rev], strict=True)]
             q1, _, q3 = statistics.quantiles(ratios, n=4)
@@ -152,12 +198,15 @@ async def compare(revs: list[str], rounds: int, n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("revs", nargs="+", help="git commits or tags to compare the working tree against")
+    parser.add_argument("revs", nargs="*", help="git commits or tags to compare the working tree against")
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("-n", type=int, default=1000, help="requests per block")
+    parser.add_argument("--layers", action="store_true", help="split ours into the tap, adapter and core, recorder")
     args = parser.parse_args(argv)
+    if not args.revs and not args.layers:
+        parser.error("give a commit to compare against, or --layers")
     try:
-        asyncio.run(compare(args.revs, args.rounds, args.n))
+        asyncio.run(compare(args.revs, args.rounds, args.n, args.layers))
     except subprocess.CalledProcessError as exc:
         print(f"benchmarks.against: git failed: {' '.join(exc.cmd)}", file=sys.stderr)
         return 2

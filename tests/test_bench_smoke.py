@@ -161,3 +161,17 @@ def test_against_names_a_bad_commit_in_one_line() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "git failed" in proc.stderr
+
+
+def test_against_splits_ours_into_layers() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.against", "--layers", "--rounds", "4", "-n", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    layers = [line for line in proc.stdout.splitlines() if "layers of ours" in line]
+    assert len(layers) == 2
+    assert all("the tap +" in line and "the recorder +" in line for line in layers)
