@@ -175,3 +175,20 @@ def test_against_splits_ours_into_layers() -> None:
     layers = [line for line in proc.stdout.splitlines() if "layers of ours" in line]
     assert len(layers) == 2
     assert all("the tap +" in line and "the recorder +" in line for line in layers)
+
+
+def test_bytecodes_counts_this_code_against_a_commit() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bytecodes", "HEAD", "-n", "40", "--top", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    counts = [line for line in lines if "bytecodes added per request: ours +" in line]
+    assert [line.split(":")[0] for line in counts] == ["json", "sse"]
+    for line in counts:
+        ours, head = (int(part.split("+")[1].replace(",", "")) for part in line.split(": ")[2].split("  "))
+        assert ours > 0 and head > 0
