@@ -833,7 +833,7 @@ class MCPMetrics:
                 op.protocol_version,
                 op.transport,
                 op.client_name,
-                op.result_type,
+                op.result_type == "input_required",  # all the decision reads of it (bounded)
             )
             rows = self._resolved.get(key)
             if rows is not None:
@@ -904,8 +904,11 @@ class MCPMetrics:
             pure = False
             client = self.client_labels(client_name, method, error_type)
         rows = self.store.resolve(labels, payload, message, client, arrival, gauge if arrival else None)
-        if key is not None and pure and len(self._resolved) < _MAX_RESOLVED:
-            self._resolved[key] = rows
+        if key is not None and pure:
+            resolved = self._resolved
+            if len(resolved) >= _MAX_RESOLVED:
+                resolved.clear()  # full (clients varying what they send): start over, hot keys return
+            resolved[key] = rows
         self.store.finished(
             rows, None if arrival else gauge, op.end - op.start, op.request_size, op.response_size, trace, walltime
         )

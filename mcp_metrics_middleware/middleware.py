@@ -237,6 +237,8 @@ class MCPMetricsMiddleware:
         if state is None:
             state = self._state = _LoopState(self._new_model(), loop, self._now)
             return state
+        if loop is not None and loop in self._other_loops:
+            return self._other_loops[loop]
         if state.loop is not None and state.loop.is_closed():
             # The loop before this one is gone (a server restarted in process, tests): its
             # model carries on in this one, sessions and all.

@@ -1062,3 +1062,58 @@ def test_a_tool_learned_later_is_labelled_by_its_name_from_then_on(registry: Col
     metrics.learn_tools(["fresh"])
     exchange(m, orjson.dumps(call(2, "fresh")), 200, JSON, [answer(2, isError=True)])
     assert op_count(registry, "tools/call", "fresh", "tool_error") == 1
+
+
+def test_a_long_result_type_is_bounded_and_shares_a_kept_decision(registry: CollectorRegistry) -> None:
+    m, metrics = model(registry)
+    _calls(m, 2)  # the label sets admitted: the next decisions are kept
+    tracemalloc.start()
+    try:
+        for i in range(20):
+            result = orjson.dumps({"jsonrpc": "2.0", "id": i, "result": {"content": [], "resultType": f"{i:03}" + "x" * (1 << 20)}})
+            exchange(m, orjson.dumps(call(i)), 200, JSON, [result])
+            del result
+        metrics.fold()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * 1024 * 1024
+    assert len(metrics._resolved) == 1
+    assert op_count(registry, "tools/call", "sharpen_claw") == 22
+
+
+def test_a_full_set_of_kept_decisions_starts_over(registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcp_metrics_middleware.metrics as recorder
+
+    monkeypatch.setattr(recorder, "_MAX_RESOLVED", 2)
+    m, metrics = model(registry)
+    _calls(m, 2, "sharpen_claw")  # the first admits its label sets; the second is kept
+    _calls(m, 2, "nap")
+    metrics.fold()
+    assert len(metrics._resolved) == 2  # full
+    _calls(m, 2, "sharpen_claw", mcp_protocol_version=b"2025-11-25")
+    metrics.fold()
+    assert len(metrics._resolved) == 1  # started over: the newest decision is kept
+    _calls(m, 2, "sharpen_claw")
+    assert op_count(registry, "tools/call", "sharpen_claw") == 4
+    assert op_count(registry, "tools/call", "nap") == 2
+    assert op_count(registry, "tools/call", "sharpen_claw", version="2025-11-25") == 2
+
+
+@pytest.mark.parametrize("left", ["before the response", "after the response started"])
+def test_a_late_initialize_answer_still_sets_its_session_version(registry: CollectorRegistry, left: str) -> None:
+    m, _ = model(registry)
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientInfo": {"name": "c", "version": "1"}}}
+    ex = m.http_exchange(0.0, "POST", {})
+    ex.request_body(0.0, orjson.dumps(init), False)
+    if left == "before the response":
+        ex.disconnected(0.1)
+    ex.response_start(0.2, 200, [*SSE, (b"mcp-session-id", b"S")])
+    if left != "before the response":
+        ex.disconnected(0.25)
+    negotiated = orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-06-18"}})
+    ex.response_body(0.3, sse(negotiated), False)
+    ex.end(0.4)
+    exchange(m, b"", 200, JSON, [b""], {b"mcp-session-id": b"S"}, now=1.0, method="DELETE")
+    assert value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2025-06-18") == 1
+    assert op_count(registry, "initialize", error_type="cancelled") == 1

@@ -665,3 +665,32 @@ def test_what_a_closed_event_loop_left_still_expires_in_the_next(registry: Colle
     asyncio.run(later())
     assert value(registry, "mcp_server_sessions_active") == 0
     assert value(registry, "mcp_server_session_duration_seconds_count", mcp_protocol_version="2025-06-18") == 1
+
+
+def test_a_loop_keeps_its_own_model_after_another_loop_closed(registry: CollectorRegistry) -> None:
+    # Loop A served first; loop B opened a session in its own model; A closed. B's next request
+    # must still find its session (and the client it named), not A's model reused for B.
+    import asyncio
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body = orjson.loads((await receive())["body"])
+        headers = list(JSON)
+        if body["method"] == "initialize":
+            headers.append((b"mcp-session-id", b"s1"))
+        answer = orjson.dumps(result(body["id"], protocolVersion="2025-06-18"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    middleware = mw(app, registry)
+    loop_a, loop_b = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        loop_a.run_until_complete(drive(middleware, scope(), orjson.dumps(request(1, "ping"))))
+        init = request(1, "initialize", clientInfo={"name": "cat-client", "version": "1"})
+        loop_b.run_until_complete(drive(middleware, scope(), orjson.dumps(init)))
+        loop_a.close()
+        session = scope(headers=[(b"mcp-session-id", b"s1")])
+        loop_b.run_until_complete(drive(middleware, session, orjson.dumps(request(2, "ping"))))
+    finally:
+        loop_b.close()
+    client = {"mcp_client_name": "cat-client", "mcp_method_name": "ping", "error_type": ""}
+    assert value(registry, "mcp_server_client_operation_duration_seconds_count", **client) == 1

@@ -288,8 +288,12 @@ class ServerModel:
             op.answer_kind = answer.kind
         self.observer.operation_finished(op)
 
-    def answer(self, op: Operation, msg: JSONRPCMessage, now: float) -> None:
-        """End ``op`` with the JSON-RPC answer ``msg``, by the outcome table."""
+    def answer(self, op: Operation, msg: JSONRPCMessage, now: float, session_id: str | None = None) -> None:
+        """End ``op`` with the JSON-RPC answer ``msg``, by the outcome table.
+
+        ``session_id``: the session the answer's exchange opened, if any (an ``initialize``
+        answer sets its protocol version; else the operation's own session is used).
+        """
         if msg.kind == RESPONSE:
             result = msg.raw.get("result")
             method = op.method
@@ -299,11 +303,11 @@ class ServerModel:
                     if result.get("isError") is True:
                         error_type = outcomes.TOOL_ERROR
                 elif method in _READ_RESULTS:
-                    self._read_result(op, method, result)  # what it teaches, even when late
+                    self._read_result(op, method, result, session_id)  # what it teaches, even when late
                 if op.done:
                     return  # a late answer (the client had left): a finished record is final
-                result_type = result.get("resultType")
-                if type(result_type) is str:
+                result_type = kept(result.get("resultType"))
+                if result_type is not None:
                     op.result_type = result_type
             self.finish(op, now, error_type, None, True, msg)
         else:
@@ -311,7 +315,7 @@ class ServerModel:
             error_type, vouched = outcomes.of_error(code)
             self.finish(op, now, error_type, code, vouched, msg)
 
-    def _read_result(self, op: Operation, method: str, result: dict[str, Any]) -> None:
+    def _read_result(self, op: Operation, method: str, result: dict[str, Any], session_id: str | None) -> None:
         """What a successful answer to a method in ``_READ_RESULTS`` tells the model."""
         if method == "tools/list":
             self.observer.names_listed(method, _listed_names(result, "tools"))
@@ -322,8 +326,10 @@ class ServerModel:
             if type(negotiated) is str:
                 if not op.done:  # a finished record is final
                     op.protocol_version = negotiated
-                if op.session_id is not None:
-                    session = self.sessions.get(op.session_id)
+                if session_id is None:
+                    session_id = op.session_id
+                if session_id is not None:
+                    session = self.sessions.get(session_id)
                     if session is not None:
                         session.protocol_version = negotiated
 
@@ -719,12 +725,12 @@ class HTTPExchange:
                         self.pending[key] = waiting
                 else:
                     op = waiting
-                server.answer(op, msg, now)
+                server.answer(op, msg, now, self.new_session)
                 continue
             header_op = self.header_op
             if header_op is not None and not header_op.done:
                 # The body was never read: the one operation its headers named.
-                server.answer(header_op, msg, now)
+                server.answer(header_op, msg, now, self.new_session)
                 continue
             parked = None
             if self.session_id is not None and len(server.parked):
