@@ -119,8 +119,9 @@ _by_registry_lock = threading.Lock()
 Row = list[float]  # a histogram row: [count per bucket..., count in +Inf, sum]
 # The latest exemplar of each bucket of one row: bucket index -> (trace_id, span_id, value, unix time).
 Exemplars = dict[int, tuple[str, str | None, float, float]]
-# What store.resolve returns: (labels, operation row, client row or labels, payload row pair,
-# payload labels, answer message, arrival message); opaque to the recorder, which may keep it.
+# What store.resolve returns: (labels, operation row, client row, payload row pair, payload
+# labels, answer message, arrival message), the rows None and the client row its labels in
+# multiprocess mode; opaque to the recorder, which may keep it.
 Resolved = tuple[Any, ...]
 _MAX_RESOLVED = 4096  # decisions the recorder keeps (only those that changed no policy state)
 _FOLD_AT = 256  # queued observer events recorded at once on the serving thread

@@ -84,7 +84,9 @@ class Operation:
     """One request or notification, from its arrival until its answer (or its end).
 
     Filled by the model; observers read it and may use ``slot`` for their own state (the
-    recorder keeps the in-flight gauge key there). Times are the adapter's ``now`` values.
+    recorder keeps the in-flight gauge key there). Once ``done``, the model never changes it
+    (an observer may keep it and read it later), and every string it holds is bounded: client
+    strings are kept to ``jsonrpc.MAX_KEPT`` characters. Times are the adapter's ``now`` values.
     """
 
     # No __slots__: the attributes most operations never change are class-level defaults, so
