@@ -246,6 +246,7 @@ class _FastStore(Collector):
         bucket the duration landed in, stamped ``walltime`` (Unix seconds; default: now).
         """
         labels, row, client_row, pair, payload_labels, message, arrival = rows
+        # ended(), inlined (once per operation; its gauge was shown when the rows were resolved).
         counts = self.messages
         if arrival is not None:
             counts[arrival] = counts.get(arrival, 0.0) + 1.0

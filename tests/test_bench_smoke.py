@@ -136,14 +136,15 @@ def test_table_and_meta(smoke: dict) -> None:
         assert row["case"] in table
 
 
-def test_against_runs_this_code_against_a_commit() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.against", "HEAD", "--rounds", "4", "-n", "20"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+def _module(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.<args>`` in the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
+
+
+def test_against_runs_this_code_against_a_commit() -> None:
+    proc = _module("benchmarks.against", "HEAD", "--rounds", "4", "-n", "20")
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.splitlines()
     assert [line.split(":")[0] for line in lines if not line.startswith(" ")] == ["json", "sse"]
@@ -152,25 +153,13 @@ def test_against_runs_this_code_against_a_commit() -> None:
 
 
 def test_against_names_a_bad_commit_in_one_line() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.against", "no-such-commit"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _module("benchmarks.against", "no-such-commit", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "git failed" in proc.stderr
 
 
 def test_against_splits_ours_into_layers() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.against", "--layers", "--rounds", "4", "-n", "20"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _module("benchmarks.against", "--layers", "--rounds", "4", "-n", "20")
     assert proc.returncode == 0, proc.stderr[-4000:]
     layers = [line for line in proc.stdout.splitlines() if "layers of ours" in line]
     assert len(layers) == 2
@@ -178,13 +167,7 @@ def test_against_splits_ours_into_layers() -> None:
 
 
 def test_bytecodes_counts_this_code_against_a_commit() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bytecodes", "HEAD", "-n", "40", "--top", "3"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _module("benchmarks.bytecodes", "HEAD", "-n", "40", "--top", "3")
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = proc.stdout.splitlines()
     counts = [line for line in lines if "bytecodes added per request: ours +" in line]

@@ -665,16 +665,7 @@ def test_a_body_read_after_the_answer_changes_nothing_recorded(
     assert op_count(registry, "tools/call", "_OTHER", version="2026-07-28") == 1
     assert total_ops(registry) == 1
     assert "body_tool" not in metrics.tools
-    assert (
-        value(
-            registry,
-            "mcp_server_messages_total",
-            direction="received",
-            message_type="request",
-            mcp_method_name="tools/call",
-        )
-        == 1
-    )
+    assert _messages(registry, "received", "request") == 1
     request_sizes = {"direction": "request", "mcp_method_name": "tools/call"}
     assert value(registry, "mcp_server_operation_payload_bytes_count", **request_sizes, gen_ai_tool_name="_OTHER") == 0
     assert (
@@ -713,17 +704,13 @@ def test_the_operation_log_has_a_line_for_each_operation_recorded(
     assert [r.mcp_method_name for r in caplog.records] == ["tools/call"]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("method", ["tools/call", "prompts/get"])
-@pytest.mark.parametrize("transport", ["tcp", "pipe"])
-def test_long_names_are_not_kept_alive_by_the_queue(registry: CollectorRegistry, method: str, transport: str) -> None:
-    m, metrics = model(registry)
-    long_name = "n" * (1 << 20)
-    label = "gen_ai_tool_name" if method == "tools/call" else "gen_ai_prompt_name"
+def _held_by_twenty_calls(m: ServerModel, metrics: MCPMetrics, transport: str, message: dict[str, Any]) -> int:
+    """Bytes still allocated after 20 answered calls of ``message`` (fresh ids), none folded yet."""
     pipe = m.pipe(0.0) if transport == "pipe" else None
     tracemalloc.start()
     try:
         for i in range(20):
-            body = orjson.dumps(call(i) | {"method": method, "params": {"name": long_name}})
+            body = orjson.dumps(message | {"jsonrpc": "2.0", "id": i})
             if pipe is None:
                 exchange(m, body, 200, JSON, [answer(i)])
             else:
@@ -731,10 +718,17 @@ def test_long_names_are_not_kept_alive_by_the_queue(registry: CollectorRegistry,
                 pipe.server_bytes(0.1, answer(i) + b"\n")
             del body
         assert 0 < len(metrics._events) < 256  # nothing folded yet
-        held = tracemalloc.get_traced_memory()[0]
+        return int(tracemalloc.get_traced_memory()[0])
     finally:
         tracemalloc.stop()
-    del long_name
+
+
+@pytest.mark.parametrize("method", ["tools/call", "prompts/get"])
+@pytest.mark.parametrize("transport", ["tcp", "pipe"])
+def test_long_names_are_not_kept_alive_by_the_queue(registry: CollectorRegistry, method: str, transport: str) -> None:
+    m, metrics = model(registry)
+    label = "gen_ai_tool_name" if method == "tools/call" else "gen_ai_prompt_name"
+    held = _held_by_twenty_calls(m, metrics, transport, {"method": method, "params": {"name": "n" * (1 << 20)}})
     assert held < 2 * 1024 * 1024
     assert total_ops(registry, mcp_method_name=method, **{label: "_OTHER"}) == 20
     assert value(registry, "mcp_metrics_label_overflow_total", label=label) == 20
@@ -902,7 +896,7 @@ def test_a_request_body_over_the_cap_is_not_decoded(registry: CollectorRegistry,
 
 
 @pytest.mark.parametrize("fold_between", [False, True])
-@pytest.mark.parametrize("case", ["input_required", "initialize"])
+@pytest.mark.parametrize("case", ["input_required", "initialize", "tools/list"])
 def test_a_late_answer_changes_nothing_the_finish_recorded(
     registry: CollectorRegistry, fold_between: bool, case: str
 ) -> None:
@@ -912,9 +906,12 @@ def test_a_late_answer_changes_nothing_the_finish_recorded(
     if case == "input_required":
         headers = {b"mcp-protocol-version": b"2026-07-28"}
         body, late = call(1), {"resultType": "input_required", "content": []}
-    else:
+    elif case == "initialize":
         headers = {b"mcp-protocol-version": b"2025-03-26"}
         body, late = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}, {"protocolVersion": "2031-01-01"}
+    else:  # what a late answer teaches is still learned
+        headers = {b"mcp-protocol-version": b"2025-11-25"}
+        body, late = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, {"tools": [{"name": "late_tool"}]}
     ex = m.http_exchange(0.0, "POST", headers)
     ex.request_body(0.0, orjson.dumps(body), False)
     ex.disconnected(1.0)
@@ -927,9 +924,12 @@ def test_a_late_answer_changes_nothing_the_finish_recorded(
         assert op_count(registry, "tools/call", "sharpen_claw", "cancelled", version="2026-07-28") == 1
         assert value(registry, "mcp_server_input_required_total", mcp_method_name="tools/call",
                      gen_ai_tool_name="sharpen_claw") == 0
-    else:
+    elif case == "initialize":
         assert op_count(registry, "initialize", error_type="cancelled", version="2025-03-26") == 1
         assert value(registry, "mcp_metrics_label_overflow_total", label="mcp_protocol_version") == 0
+    else:
+        assert op_count(registry, "tools/list", error_type="cancelled", version="2025-11-25") == 1
+        assert "late_tool" in metrics.tools
     assert total_ops(registry) == 1
     assert in_flight_total(registry) == 0
 
@@ -962,23 +962,7 @@ def test_the_in_flight_series_is_shown_at_zero_however_the_start_was_folded(
 @pytest.mark.parametrize("transport", ["tcp", "pipe"])
 def test_long_methods_are_not_kept_alive_by_the_queue(registry: CollectorRegistry, transport: str) -> None:
     m, metrics = model(registry)
-    long_method = "m" * (1 << 20)
-    pipe = m.pipe(0.0) if transport == "pipe" else None
-    tracemalloc.start()
-    try:
-        for i in range(20):
-            body = orjson.dumps({"jsonrpc": "2.0", "id": i, "method": long_method})
-            if pipe is None:
-                exchange(m, body, 200, JSON, [answer(i)])
-            else:
-                pipe.client_bytes(0.0, body + b"\n")
-                pipe.server_bytes(0.1, answer(i) + b"\n")
-            del body
-        assert 0 < len(metrics._events) < 256  # nothing folded yet
-        held = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    del long_method
+    held = _held_by_twenty_calls(m, metrics, transport, {"method": "m" * (1 << 20)})
     assert held < 2 * 1024 * 1024
     assert total_ops(registry, mcp_method_name="_OTHER") == 20
     assert value(registry, "mcp_metrics_label_overflow_total", label="mcp_method_name") == 20

@@ -640,21 +640,23 @@ async def test_a_repeated_request_header_is_read_first_wins(registry: CollectorR
     assert total_ops(registry) == 1
 
 
+async def _session_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers every request with JSON; an ``initialize`` opens session s1."""
+    body = orjson.loads((await receive())["body"])
+    headers = list(JSON)
+    if body["method"] == "initialize":
+        headers.append((b"mcp-session-id", b"s1"))
+    answer = orjson.dumps(result(body["id"], protocolVersion="2025-06-18"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
+
+
 def test_what_a_closed_event_loop_left_still_expires_in_the_next(registry: CollectorRegistry) -> None:
     # A server restarted in process (a new event loop): the sessions the model kept must still
     # expire on time, even if no request with a session comes again.
     import asyncio
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        body = orjson.loads((await receive())["body"])
-        headers = list(JSON)
-        if body["method"] == "initialize":
-            headers.append((b"mcp-session-id", b"s1"))
-        answer = orjson.dumps(result(body["id"], protocolVersion="2025-06-18"))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
-
-    middleware = mw(app, registry, session_idle_timeout=0.3)
+    middleware = mw(_session_app, registry, session_idle_timeout=0.3)
     asyncio.run(drive(middleware, scope(), orjson.dumps(request(1, "initialize"))))
     assert value(registry, "mcp_server_sessions_active") == 1
 
@@ -672,16 +674,7 @@ def test_a_loop_keeps_its_own_model_after_another_loop_closed(registry: Collecto
     # must still find its session (and the client it named), not A's model reused for B.
     import asyncio
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        body = orjson.loads((await receive())["body"])
-        headers = list(JSON)
-        if body["method"] == "initialize":
-            headers.append((b"mcp-session-id", b"s1"))
-        answer = orjson.dumps(result(body["id"], protocolVersion="2025-06-18"))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
-
-    middleware = mw(app, registry)
+    middleware = mw(_session_app, registry)
     loop_a, loop_b = asyncio.new_event_loop(), asyncio.new_event_loop()
     try:
         loop_a.run_until_complete(drive(middleware, scope(), orjson.dumps(request(1, "ping"))))
